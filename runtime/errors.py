@@ -1,0 +1,87 @@
+"""Errors raised by the model runtime.
+
+Hierarchy (everything the runtime raises is a ``ModelRuntimeError``)::
+
+    ModelRuntimeError
+    ├── InvalidModelName      a name that escapes the models folder or is malformed
+    ├── ModelNotFound         no model of that name in the models folder
+    ├── BackendUnavailable    the requested backend does not fit the model or is not installed
+    ├── DeviceUnavailable     ``gpu`` asked for where the worker sees no CUDA device
+    ├── ModelLoadFailed       the worker could not load the weights (corrupt file, OOM, ...)
+    ├── ModelNotLoaded        a request for a worker that is not running
+    ├── ContextOverflow       the newest message alone does not fit the context window
+    ├── GenerationFailed      one request failed; the worker is still usable (recoverable)
+    └── WorkerDied            the worker process ended; every pending request fails (fatal)
+
+Workers never send live exceptions over the pipe: they send the error's class name and
+message, and :func:`from_wire` turns that back into one of these types.
+"""
+
+from __future__ import annotations
+
+
+class ModelRuntimeError(Exception):
+    """Base class of every error the runtime raises."""
+
+
+class InvalidModelName(ModelRuntimeError):
+    """The model name is malformed or resolves outside the models folder."""
+
+
+class ModelNotFound(ModelRuntimeError):
+    """No model with that name exists in the models folder."""
+
+
+class BackendUnavailable(ModelRuntimeError):
+    """The backend cannot serve this model, or its library is not installed."""
+
+
+class DeviceUnavailable(ModelRuntimeError):
+    """The requested device is not available to the worker."""
+
+
+class ModelLoadFailed(ModelRuntimeError):
+    """The worker failed while loading the model."""
+
+
+class ModelNotLoaded(ModelRuntimeError):
+    """No worker is running for that model and device."""
+
+
+class ContextOverflow(ModelRuntimeError):
+    """Even the newest message alone leaves no room for the reply in the context window."""
+
+
+class GenerationFailed(ModelRuntimeError):
+    """A single request failed inside a worker that is still alive."""
+
+
+class WorkerDied(ModelRuntimeError):
+    """The worker process ended; its pending requests cannot complete."""
+
+
+_WIRE_TYPES: dict[str, type[ModelRuntimeError]] = {
+    cls.__name__: cls
+    for cls in (
+        InvalidModelName,
+        ModelNotFound,
+        BackendUnavailable,
+        DeviceUnavailable,
+        ModelLoadFailed,
+        GenerationFailed,
+    )
+}
+
+
+def to_wire(exc: BaseException) -> tuple[str, str]:
+    """Reduce an exception to plain values that can cross the worker pipe."""
+    kind = type(exc).__name__ if type(exc).__name__ in _WIRE_TYPES else "GenerationFailed"
+    message = str(exc) or type(exc).__name__
+    if kind == "GenerationFailed" and not isinstance(exc, GenerationFailed):
+        message = f"{type(exc).__name__}: {message}"
+    return kind, message
+
+
+def from_wire(kind: str, message: str) -> ModelRuntimeError:
+    """Rebuild a runtime error from what a worker sent."""
+    return _WIRE_TYPES.get(kind, GenerationFailed)(message)

@@ -1,0 +1,413 @@
+"""The parent side of the runtime: starts, talks to, watches and stops worker processes.
+
+Every worker is a ``spawn``-ed child with one duplex pipe. A reader thread per worker
+turns whatever arrives into calls on the event loop, so the loop never blocks on a pipe;
+sends go through a one-thread executor for the same reason. When the pipe reports EOF
+the worker is dead: every pending request fails with :class:`WorkerDied` at once and the
+runtime forgets the worker, so the next load starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from runtime import discovery, worker
+from runtime.client import FittedPrompt, UnloadResult, WorkerInfo, WorkerKey
+from runtime.discovery import ModelInfo
+from runtime.errors import (
+    BackendUnavailable,
+    ContextOverflow,
+    ModelLoadFailed,
+    ModelNotLoaded,
+    ModelRuntimeError,
+    WorkerDied,
+    from_wire,
+)
+from runtime.protocol import (
+    LOAD_REQUEST_ID,
+    Abort,
+    ChatMessage,
+    CountTokens,
+    Device,
+    Event,
+    Failed,
+    Finished,
+    FromWorker,
+    Generate,
+    GenerationParams,
+    Ready,
+    Shutdown,
+    TokenCount,
+    ToWorker,
+    WorkerSpec,
+)
+from runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+# Which backends can open which kind of model folder.
+_COMPATIBLE = {
+    "llama.cpp": {"llama.cpp"},
+    "transformers": {"transformers"},
+    "onnx": {"onnx"},
+}
+
+
+class _Worker:
+    """Parent-side handle of one worker process."""
+
+    def __init__(self, key: WorkerKey, spec: WorkerSpec, loop: asyncio.AbstractEventLoop) -> None:
+        self.key = key
+        self.holders: set[str] = set()
+        self.ready: Ready | None = None
+        self.lock = asyncio.Lock()  # one request at a time; asyncio.Lock wakes waiters FIFO
+        self._loop = loop
+        self._spec = spec
+        self._pending: dict[str, asyncio.Queue[FromWorker | ModelRuntimeError]] = {}
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"send-{key.model}")
+        self._started: asyncio.Future[Ready] = loop.create_future()
+        self._dead = False
+        self.on_death: list[Any] = []
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_conn = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=worker.main,
+            args=(spec, child_conn, os.getpid()),
+            name=f"llmchat-worker[{key.model}]",
+            daemon=True,
+        )
+        self._child_conn: Connection | None = child_conn
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, timeout_s: float) -> Ready:
+        await asyncio.to_thread(self.process.start)
+        assert self._child_conn is not None
+        self._child_conn.close()  # so EOF is seen when the child dies
+        self._child_conn = None
+        threading.Thread(target=self._read, name=f"read-{self.key.model}", daemon=True).start()
+        try:
+            self.ready = await asyncio.wait_for(asyncio.shield(self._started), timeout_s)
+        except TimeoutError:
+            await self.stop(1.0)
+            raise ModelLoadFailed(
+                f"loading {self.key.model} took longer than {timeout_s:.0f} s; the worker was stopped"
+            ) from None
+        except WorkerDied as exc:
+            raise ModelLoadFailed(f"loading {self.key.model} failed: {exc}") from exc
+        except ModelRuntimeError:
+            await self.stop(1.0)
+            raise
+        return self.ready
+
+    async def stop(self, timeout_s: float) -> tuple[bool, int | None]:
+        """Ask the worker to exit, kill it after ``timeout_s``; return (exited, exit code)."""
+        pid = self.process.pid
+        try:
+            children = psutil.Process(pid).children(recursive=True) if pid else []
+        except psutil.Error:
+            children = []
+        if not self._dead:
+            with contextlib.suppress(OSError, RuntimeError):
+                await self._send(Shutdown())
+        if pid is not None:
+            await asyncio.to_thread(self.process.join, timeout_s)
+            if self.process.is_alive():
+                log.warning("worker %s (pid %s) ignored shutdown; killing it", self.key.model, pid)
+                self.process.kill()
+                await asyncio.to_thread(self.process.join, timeout_s)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        self._sender.shutdown(wait=False)
+        self.conn.close()
+        exited = pid is None or not _pid_running(pid)
+        return exited, self.process.exitcode
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[Event]:
+        async with self.lock:
+            request_id = uuid.uuid4().hex
+            queue = self._open(request_id)
+            finished = False
+            try:
+                await self._send(Generate(request_id, tuple(messages), params))
+                while not finished:
+                    item = await queue.get()
+                    if isinstance(item, ModelRuntimeError):
+                        raise item
+                    if isinstance(item, Failed):
+                        raise from_wire(item.kind, item.message)
+                    finished = isinstance(item, Finished)
+                    yield item  # type: ignore[misc]
+            finally:
+                self._pending.pop(request_id, None)
+                if not finished and not self._dead:
+                    # The pipe is FIFO, so the worker sees this before any later request.
+                    self._sender.submit(self._send_quietly, Abort(request_id))
+
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        async with self.lock:
+            request_id = uuid.uuid4().hex
+            queue = self._open(request_id)
+            try:
+                await self._send(CountTokens(request_id, tuple(messages)))
+                item = await queue.get()
+            finally:
+                self._pending.pop(request_id, None)
+            if isinstance(item, ModelRuntimeError):
+                raise item
+            if isinstance(item, Failed):
+                raise from_wire(item.kind, item.message)
+            assert isinstance(item, TokenCount)
+            return item.count
+
+    def info(self) -> WorkerInfo:
+        assert self.ready is not None
+        return WorkerInfo(
+            key=self.key,
+            pid=self.ready.pid,
+            device=self.ready.device,
+            context_length=self.ready.context_length,
+            load_time_s=self.ready.load_time_s,
+            has_chat_template=self.ready.has_chat_template,
+            holders=tuple(sorted(self.holders)),
+            busy=self.lock.locked(),
+        )
+
+    # -- pipe --------------------------------------------------------------------------------
+
+    def _open(self, request_id: str) -> asyncio.Queue[FromWorker | ModelRuntimeError]:
+        if self._dead:
+            raise WorkerDied(f"the worker for {self.key.model} is no longer running")
+        queue: asyncio.Queue[FromWorker | ModelRuntimeError] = asyncio.Queue()
+        self._pending[request_id] = queue
+        return queue
+
+    async def _send(self, message: ToWorker) -> None:
+        try:
+            await self._loop.run_in_executor(self._sender, self.conn.send, message)
+        except (OSError, RuntimeError) as exc:
+            raise WorkerDied(f"the worker for {self.key.model} is no longer running") from exc
+
+    def _send_quietly(self, message: ToWorker) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(message)
+
+    def _read(self) -> None:
+        """Reader thread: forward every message to the loop until the pipe closes."""
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            self._call(self._dispatch, message)
+        self.process.join(0.5)  # reap it, so the exit code can be reported
+        self._call(self._on_eof, self.process.exitcode)
+
+    def _call(self, callback: Any, arg: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(callback, arg)
+
+    def _dispatch(self, message: FromWorker) -> None:
+        if message.request_id == LOAD_REQUEST_ID:
+            if self._started.done():
+                return
+            if isinstance(message, Ready):
+                self._started.set_result(message)
+            elif isinstance(message, Failed):
+                self._started.set_exception(from_wire(message.kind, message.message))
+            return
+        queue = self._pending.get(message.request_id)
+        if queue is not None:  # replies to an abandoned request are dropped
+            queue.put_nowait(message)
+
+    def _on_eof(self, exit_code: int | None) -> None:
+        self._dead = True
+        how = f"was killed by signal {-exit_code}" if exit_code and exit_code < 0 else f"exited (code {exit_code})"
+        error = WorkerDied(f"the worker for {self.key.model} {how}")
+        if not self._started.done():
+            self._started.set_exception(error)
+            self._started.exception()  # mark retrieved: start() may already have given up
+        for queue in self._pending.values():
+            queue.put_nowait(error)
+        for callback in self.on_death:
+            callback(self, error)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class Runtime:
+    """The real :class:`runtime.client.ModelRuntime`: one spawned process per loaded model."""
+
+    def __init__(self, settings: RuntimeSettings | None = None) -> None:
+        self.settings = settings or RuntimeSettings()
+        self._workers: dict[WorkerKey, _Worker] = {}
+        self._held: dict[str, WorkerKey] = {}
+        self._loading: dict[WorkerKey, asyncio.Lock] = {}
+        self.exit_reasons: dict[str, str] = {}  # holder -> why its worker went away
+
+    def models(self) -> list[ModelInfo]:
+        return discovery.scan(self.settings.models_dir)
+
+    def resolve(self, model: str) -> ModelInfo:
+        return discovery.resolve(self.settings.models_dir, model)
+
+    async def load(
+        self, holder: str, model: str, device: Device = "auto", backend: str | None = None
+    ) -> WorkerInfo:
+        info = self.resolve(model)
+        backend = backend or info.backend
+        if backend not in _COMPATIBLE:
+            raise BackendUnavailable(f"unknown backend {backend!r}; known: {', '.join(_COMPATIBLE)}")
+        if info.backend not in _COMPATIBLE[backend]:
+            raise BackendUnavailable(f"{info.name} is a {info.backend} model; backend {backend!r} cannot open it")
+        key = WorkerKey(info.name, device, backend)
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        async with lock:
+            running = self._workers.get(key)
+            if running is None:
+                running = await self._start(key, info)
+            running.holders.add(holder)
+        previous = self._held.get(holder)
+        self._held[holder] = key
+        self.exit_reasons.pop(holder, None)
+        if previous is not None and previous != key:
+            await self._release(holder, previous)
+        return running.info()
+
+    async def _start(self, key: WorkerKey, info: ModelInfo) -> _Worker:
+        n_ctx = self.settings.n_ctx
+        if info.context_length:
+            n_ctx = min(n_ctx, info.context_length)
+        spec = WorkerSpec(str(info.path), key.backend, key.device, n_ctx, self.settings.n_threads)
+        handle = _Worker(key, spec, asyncio.get_running_loop())
+        handle.on_death.append(self._forget)
+        ready = await handle.start(self.settings.load_timeout_s)
+        self._workers[key] = handle
+        log.info(
+            "loaded %s on %s with %s in %.2f s (pid %s)",
+            key.model, ready.device, key.backend, ready.load_time_s, ready.pid,
+        )
+        return handle
+
+    def _forget(self, handle: _Worker, error: WorkerDied) -> None:
+        if self._workers.get(handle.key) is not handle:
+            return
+        del self._workers[handle.key]
+        log.error("%s", error)
+        for holder in handle.holders:
+            if self._held.get(holder) == handle.key:
+                del self._held[holder]
+                self.exit_reasons[holder] = str(error)
+
+    async def unload(self, holder: str) -> UnloadResult | None:
+        key = self._held.pop(holder, None)
+        if key is None:
+            return None
+        return await self._release(holder, key)
+
+    async def _release(self, holder: str, key: WorkerKey) -> UnloadResult | None:
+        handle = self._workers.get(key)
+        if handle is None:
+            return None
+        handle.holders.discard(holder)
+        pid = handle.ready.pid if handle.ready else -1
+        if handle.holders:
+            return UnloadResult(key, pid, False, False, None, len(handle.holders))
+        del self._workers[key]
+        exited, code = await handle.stop(self.settings.shutdown_timeout_s)
+        log.info("unloaded %s (pid %s, exit code %s)", key.model, pid, code)
+        return UnloadResult(key, pid, True, exited, code, 0)
+
+    def holding(self, holder: str) -> WorkerInfo | None:
+        key = self._held.get(holder)
+        handle = self._workers.get(key) if key else None
+        return handle.info() if handle else None
+
+    def workers(self) -> list[WorkerInfo]:
+        return [handle.info() for handle in self._workers.values()]
+
+    def _handle(self, holder: str) -> _Worker:
+        key = self._held.get(holder)
+        handle = self._workers.get(key) if key else None
+        if handle is None:
+            reason = self.exit_reasons.get(holder)
+            raise ModelNotLoaded(reason or f"no model is loaded for {holder!r}")
+        return handle
+
+    async def count_tokens(self, holder: str, messages: Sequence[ChatMessage]) -> int:
+        return await self._handle(holder).count_tokens(messages)
+
+    async def fit(
+        self, holder: str, messages: Sequence[ChatMessage], max_new_tokens: int
+    ) -> FittedPrompt:
+        handle = self._handle(holder)
+        budget = handle.info().context_length - max_new_tokens
+        system = [m for m in messages if m.role == "system"]
+        turns = [m for m in messages if m.role != "system"]
+
+        async def count(dropped: int) -> int:
+            return await handle.count_tokens([*system, *turns[dropped:]])
+
+        total = await count(0)
+        if total <= budget:
+            return FittedPrompt(tuple(messages), 0, total)
+        # Fewer dropped turns never count fewer tokens, so binary-search the least drop.
+        low, high = 1, len(turns) - 1
+        if high < low or await count(high) > budget:
+            raise ContextOverflow(
+                f"the message needs more than {budget} tokens, which is what the "
+                f"{handle.info().context_length}-token context leaves after "
+                f"{max_new_tokens} tokens for the reply"
+            )
+        while low < high:
+            middle = (low + high) // 2
+            if await count(middle) <= budget:
+                high = middle
+            else:
+                low = middle + 1
+        dropped = low
+        if turns[dropped].role == "assistant" and dropped + 1 < len(turns):
+            dropped += 1  # start the kept history at a user turn
+        kept = (*system, *turns[dropped:])
+        return FittedPrompt(kept, dropped, await handle.count_tokens(kept))
+
+    async def generate(
+        self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncIterator[Event]:
+        handle = self._handle(holder)
+        async with contextlib.aclosing(handle.generate(messages, params)) as events:
+            async for event in events:
+                yield event
+
+    async def close(self) -> None:
+        handles = list(self._workers.values())
+        self._workers.clear()
+        self._held.clear()
+        await asyncio.gather(
+            *(h.stop(self.settings.shutdown_timeout_s) for h in handles), return_exceptions=True
+        )
+
+
+__all__ = ["Runtime"]
