@@ -10,10 +10,12 @@ Each top-level entry of the folder is one model:
 from __future__ import annotations
 
 import functools
+import io
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from runtime.errors import InvalidModelName, ModelNotFound
 
@@ -120,15 +122,65 @@ def gguf_context_length(path: Path) -> int | None:
 
 @functools.lru_cache(maxsize=256)
 def _gguf_context_length(path: str, _mtime_ns: int, _size: int) -> int | None:
-    from gguf import GGUFReader  # reads the header through a memory map; numpy only
-
     try:
-        reader = GGUFReader(path)
-    except (OSError, ValueError):
+        with open(path, "rb") as handle:
+            return _read_gguf_context_length(handle)
+    except (OSError, ValueError, struct.error):
         return None
-    arch_field = reader.get_field("general.architecture")
-    if arch_field is None:
+
+
+# GGUF value types with a fixed size, by type id (see the GGUF spec in ggml's docs).
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+_GGUF_MAX_STRING = 16 * 2**20  # chat templates run to tens of kB; more means a corrupt file
+
+
+def _read_gguf_context_length(handle: BinaryIO) -> int | None:
+    """Read key/value pairs until ``general.architecture`` and ``<arch>.context_length`` are seen.
+
+    Reads only the header and seeks over arrays, so it takes milliseconds where
+    ``gguf.GGUFReader`` spends tens of seconds decoding a 262k-entry vocabulary.
+    """
+    if handle.read(4) != b"GGUF":
+        raise ValueError("not a GGUF file")
+    (version,) = struct.unpack("<I", handle.read(4))
+    if version < 2:
+        raise ValueError(f"GGUF version {version} is not supported")
+    _tensor_count, kv_count = struct.unpack("<QQ", handle.read(16))
+    arch: str | None = None
+    values: dict[str, object] = {}
+    for _ in range(kv_count):
+        key = _gguf_string(handle)
+        (value_type,) = struct.unpack("<I", handle.read(4))
+        value = _gguf_value(handle, value_type)
+        if key == "general.architecture":
+            arch = str(value)
+        elif key.endswith(".context_length"):
+            values[key] = value
+        if arch is not None and f"{arch}.context_length" in values:
+            return int(values[f"{arch}.context_length"])  # type: ignore[call-overload]
+    return None
+
+
+def _gguf_string(handle: BinaryIO) -> str:
+    (length,) = struct.unpack("<Q", handle.read(8))
+    if length > _GGUF_MAX_STRING:
+        raise ValueError("corrupt GGUF header: string length out of range")
+    return handle.read(length).decode("utf-8", errors="replace")
+
+
+def _gguf_value(handle: BinaryIO, value_type: int) -> object:
+    if value_type in _GGUF_SCALARS:
+        fmt = _GGUF_SCALARS[value_type]
+        return struct.unpack(fmt, handle.read(struct.calcsize(fmt)))[0]
+    if value_type == _GGUF_STRING:
+        return _gguf_string(handle)
+    if value_type == _GGUF_ARRAY:
+        item_type, count = struct.unpack("<IQ", handle.read(12))
+        if item_type in _GGUF_SCALARS:
+            handle.seek(struct.calcsize(_GGUF_SCALARS[item_type]) * count, io.SEEK_CUR)
+        else:
+            for _ in range(count):
+                _gguf_value(handle, item_type)
         return None
-    arch = arch_field.contents()
-    ctx_field = reader.get_field(f"{arch}.context_length")
-    return int(ctx_field.contents()) if ctx_field is not None else None
+    raise ValueError(f"unknown GGUF value type {value_type}")
