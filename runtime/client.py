@@ -80,6 +80,10 @@ class ModelRuntime(Protocol):
         """The worker ``holder`` holds, if any."""
         ...
 
+    def exit_reason(self, holder: str) -> str | None:
+        """Why the holder's worker went away without being unloaded (it died), if it did."""
+        ...
+
     def workers(self) -> list[WorkerInfo]:
         """Every running worker."""
         ...

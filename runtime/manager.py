@@ -265,7 +265,7 @@ class Runtime:
         self._workers: dict[WorkerKey, _Worker] = {}
         self._held: dict[str, WorkerKey] = {}
         self._loading: dict[WorkerKey, asyncio.Lock] = {}
-        self.exit_reasons: dict[str, str] = {}  # holder -> why its worker went away
+        self._exit_reasons: dict[str, str] = {}  # holder -> why its worker went away
 
     def models(self) -> list[ModelInfo]:
         return discovery.scan(self.settings.models_dir)
@@ -291,7 +291,7 @@ class Runtime:
             running.holders.add(holder)
         previous = self._held.get(holder)
         self._held[holder] = key
-        self.exit_reasons.pop(holder, None)
+        self._exit_reasons.pop(holder, None)
         if previous is not None and previous != key:
             await self._release(holder, previous)
         return running.info()
@@ -319,9 +319,10 @@ class Runtime:
         for holder in handle.holders:
             if self._held.get(holder) == handle.key:
                 del self._held[holder]
-                self.exit_reasons[holder] = str(error)
+                self._exit_reasons[holder] = str(error)
 
     async def unload(self, holder: str) -> UnloadResult | None:
+        self._exit_reasons.pop(holder, None)
         key = self._held.pop(holder, None)
         if key is None:
             return None
@@ -345,6 +346,9 @@ class Runtime:
         handle = self._workers.get(key) if key else None
         return handle.info() if handle else None
 
+    def exit_reason(self, holder: str) -> str | None:
+        return self._exit_reasons.get(holder)
+
     def workers(self) -> list[WorkerInfo]:
         return [handle.info() for handle in self._workers.values()]
 
@@ -352,7 +356,7 @@ class Runtime:
         key = self._held.get(holder)
         handle = self._workers.get(key) if key else None
         if handle is None:
-            reason = self.exit_reasons.get(holder)
+            reason = self._exit_reasons.get(holder)
             raise ModelNotLoaded(reason or f"no model is loaded for {holder!r}")
         return handle
 

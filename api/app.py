@@ -1,0 +1,58 @@
+"""The application factory: Quart + quart-schema, with storage and the runtime opened and
+closed in the serving lifecycle (``before_serving`` / ``after_serving``)."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart
+from quart_schema import Info, QuartSchema
+
+from api import endpoints, errors, openai_compat
+from api.chatlog import ChatLog, configure_logging
+from api.conversation import Conversations
+from api.services import Services
+from api.settings import ApiSettings
+from api.store import close_store, open_store
+from runtime.client import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None = None) -> Quart:
+    """Build the API. ``runtime`` defaults to the real one (one process per loaded model)."""
+    settings = settings or ApiSettings()
+    app = Quart(__name__)
+    # Bodies larger than the longest message allows (4 bytes a character, plus room) are refused early.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_message_chars * 4 + 64 * 1024
+    app.config["RESPONSE_TIMEOUT"] = None
+    QuartSchema(
+        app,
+        info=Info(title="llmchat API", version="0.1.0", description="Local chat with models run in worker processes."),
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    errors.register(app)
+    app.register_blueprint(endpoints.blueprint)
+    app.register_blueprint(openai_compat.blueprint)
+
+    @app.before_serving
+    async def start() -> None:
+        configure_logging(settings.logs_dir)
+        await open_store(settings.db_path)
+        from runtime.manager import Runtime
+
+        chosen = runtime or Runtime(settings)
+        chatlog = ChatLog(settings.logs_dir)
+        app.extensions["llmchat"] = Services(settings, chosen, Conversations(chosen, settings, chatlog), chatlog)
+        log.info("serving; database %s, models %s", settings.db_path, settings.models_dir)
+
+    @app.after_serving
+    async def stop() -> None:
+        services: Services | None = app.extensions.pop("llmchat", None)
+        if services is not None:
+            await services.runtime.close()
+        await close_store()
+        log.info("stopped; every worker has exited")
+
+    return app

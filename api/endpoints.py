@@ -1,0 +1,257 @@
+"""The seed's endpoints (status, chats, history, load, unload, chat, models) and chat management."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+from quart import Blueprint, Response, request
+from quart_schema import document_response, validate_querystring, validate_request, validate_response
+
+from api import sse
+from api.conversation import ReplyDone, Turn
+from api.errors import ApiError
+from api.schemas import (
+    ChatDetail,
+    ChatIdQuery,
+    ChatList,
+    ChatMessage,
+    ChatMeta,
+    ChatQuery,
+    ChatRequest,
+    ChatResponse,
+    ChatSettings,
+    CreateChatRequest,
+    Deleted,
+    History,
+    LoadRequest,
+    LoadResponse,
+    ModelEntry,
+    ModelList,
+    OptionalChatIdQuery,
+    RegenerateRequest,
+    StatusResponse,
+    Stopped,
+    UnloadRequest,
+    UnloadResponse,
+    WorkerState,
+)
+from api.services import services
+from api.store import Chat, Message, chat_title
+from runtime.client import WorkerInfo
+
+blueprint = Blueprint("endpoints", __name__)
+
+
+def _worker_state(w: WorkerInfo) -> WorkerState:
+    return WorkerState(
+        model=w.key.model, device=w.key.device, backend=w.key.backend, running_on=w.device,  # type: ignore[arg-type]
+        pid=w.pid, context_length=w.context_length, load_time_s=w.load_time_s, chats=list(w.holders), busy=w.busy,
+    )
+
+
+async def _meta(chat: Chat, detail: bool = False) -> ChatMeta:
+    first = await Message.filter(chat=chat, role="user").order_by("id").first()
+    count = await Message.filter(chat=chat).count()
+    fields = dict(
+        chat_id=chat.id, title=chat_title(chat, first.text if first else None), model=chat.model,
+        device=chat.device, backend=chat.backend, loaded=services().runtime.holding(chat.id) is not None,
+        created_at=chat.created_at.isoformat(), updated_at=chat.updated_at.isoformat(), message_count=count,
+    )
+    if detail:
+        return ChatDetail(**fields, system_prompt=chat.system_prompt, temperature=chat.temperature,
+                          top_p=chat.top_p, max_new_tokens=chat.max_new_tokens)
+    return ChatMeta(**fields)
+
+
+def _message(m: Message) -> ChatMessage:
+    return ChatMessage(
+        sender=m.role, text=m.text, timestamp=m.created_at.isoformat(), id=m.id, status=m.status,  # type: ignore[arg-type]
+        error=m.error, model=m.model, device=m.device, prompt_tokens=m.prompt_tokens, tokens=m.completion_tokens,
+        time_to_first_token_s=m.time_to_first_token_s, time_s=m.total_time_s, tps=m.tokens_per_s,
+        dropped_messages=m.dropped_messages,
+    )
+
+
+# Seed endpoints
+
+
+@blueprint.get("/status")
+@validate_querystring(OptionalChatIdQuery)
+@validate_response(StatusResponse)
+async def status(query_args: OptionalChatIdQuery) -> StatusResponse:
+    """Loaded state of one chat (``?chat_id=``), or of the whole server."""
+    runtime = services().runtime
+    workers = [_worker_state(w) for w in runtime.workers()]
+    if query_args.chat_id is None:
+        return StatusResponse(loaded=bool(workers), workers=workers)
+    chat = await services().conversations.get(query_args.chat_id)
+    held = runtime.holding(chat.id)
+    if held is None:
+        return StatusResponse(loaded=False, chat_id=chat.id, model=chat.model, device=chat.device,
+                              backend=chat.backend, reason=runtime.exit_reason(chat.id))
+    return StatusResponse(loaded=True, chat_id=chat.id, model=held.key.model, device=held.key.device,
+                          backend=held.key.backend, running_on=held.device, context_length=held.context_length)
+
+
+@blueprint.get("/chats")
+@validate_response(ChatList)
+async def list_chats() -> ChatList:
+    """Every chat, most recently active first."""
+    chats = await Chat.all().order_by("-updated_at")
+    return ChatList(chats=[await _meta(c) for c in chats])
+
+
+@blueprint.get("/history")
+@validate_querystring(ChatIdQuery)
+@validate_response(History)
+async def history(query_args: ChatIdQuery) -> History:
+    """The chat's messages in order, with each reply's metrics and status."""
+    chat = await services().conversations.get(query_args.chat_id)
+    messages = await Message.filter(chat=chat).order_by("id")
+    return History(chat_id=chat.id, messages=[_message(m) for m in messages])
+
+
+@blueprint.post("/load")
+@validate_request(LoadRequest)
+@validate_response(LoadResponse)
+async def load(data: LoadRequest) -> LoadResponse:
+    """Load a model for a chat (creating the chat if its id is new) and remember the choice."""
+    conversations = services().conversations
+    chat = await conversations.get_or_create(data.chat_id)
+    w = await conversations.load(chat, data.model, data.device, data.backend)
+    return LoadResponse(status="loaded", chat_id=chat.id, model=w.key.model, device=w.key.device,
+                        load_time_s=w.load_time_s, backend=w.key.backend, running_on=w.device,
+                        context_length=w.context_length)
+
+
+@blueprint.post("/unload")
+@validate_request(UnloadRequest)
+@validate_response(UnloadResponse)
+async def unload(data: UnloadRequest) -> UnloadResponse:
+    """Release the chat's model; its process ends unless another chat uses it. Settings stay."""
+    s = services()
+    chat = await s.conversations.get(data.chat_id)
+    s.conversations.stop(chat.id)
+    result = await s.runtime.unload(chat.id)
+    await s.chatlog.write(chat.id, f"unload: {result}")
+    if result is None:
+        return UnloadResponse(status="not_loaded", chat_id=chat.id, model=chat.model, device=chat.device)
+    return UnloadResponse(status="unloaded", chat_id=chat.id, model=result.key.model, device=result.key.device,
+                          process_exited=result.exited if result.stopped else None, shared=not result.stopped)
+
+
+@blueprint.post("/chat")
+@validate_querystring(ChatQuery)
+@validate_request(ChatRequest)
+@document_response(ChatResponse)  # documented, not validated: the streaming form is a Response
+async def chat(data: ChatRequest, query_args: ChatQuery) -> dict[str, object] | Response:
+    """One chat turn. With ``"stream": true`` or ``Accept: text/event-stream``: server-sent events."""
+    conversations = services().conversations
+    turn = await conversations.start_turn(data.chat_id, data.message, query_args.model, query_args.device)
+    return await _answer(turn, data.stream)
+
+
+async def _answer(turn: Turn, stream: bool) -> dict[str, object] | Response:
+    conversations = services().conversations
+    if stream or "text/event-stream" in request.headers.get("Accept", ""):
+        return sse.respond(sse.turn_events(conversations, turn))
+    done: ReplyDone | None = None
+    async with contextlib.aclosing(conversations.run(turn)) as reply:
+        async for item in reply:
+            if isinstance(item, ReplyDone):
+                done = item
+    assert done is not None
+    body = ChatResponse(response=done.text, tokens=done.completion_tokens, time_s=done.total_time_s,
+                        tps=done.tokens_per_s, message_id=done.message_id, status=done.status,  # type: ignore[arg-type]
+                        prompt_tokens=done.prompt_tokens, time_to_first_token_s=done.time_to_first_token_s,
+                        dropped_messages=done.dropped_messages, model=done.model, device=done.device)
+    return body.model_dump(mode="json")
+
+
+@blueprint.get("/models")
+@validate_response(ModelList)
+async def models() -> ModelList:
+    """Models in the models folder, and the devices each is loaded on now."""
+    s = services()
+    found = await asyncio.to_thread(s.runtime.models)
+    loaded: dict[str, list[str]] = {}
+    for w in s.runtime.workers():
+        loaded.setdefault(w.key.model, []).append(w.key.device)
+    return ModelList(
+        models=[ModelEntry(name=m.name, backend=m.backend, size_bytes=m.size_bytes,
+                           context_length=m.context_length, loaded_on=loaded.get(m.name, [])) for m in found],
+        models_dir=str(s.settings.models_dir),
+    )
+
+
+# Chat management
+
+
+@blueprint.post("/chats")
+@validate_request(CreateChatRequest)
+@validate_response(ChatDetail, 201)
+async def create_chat(data: CreateChatRequest) -> tuple[ChatMeta, int]:
+    """Create a chat, optionally with a title, a system prompt and generation settings."""
+    conversations = services().conversations
+    chat_id = data.chat_id or uuid.uuid4().hex
+    if await Chat.exists(id=chat_id):
+        raise ApiError(f"a chat with id {chat_id!r} already exists")
+    chat = await conversations.get_or_create(chat_id)
+    await _apply(chat, data)
+    return await _meta(chat, detail=True), 201
+
+
+@blueprint.get("/chats/<chat_id>")
+@validate_response(ChatDetail)
+async def get_chat(chat_id: str) -> ChatMeta:
+    return await _meta(await services().conversations.get(chat_id), detail=True)
+
+
+@blueprint.patch("/chats/<chat_id>")
+@validate_request(ChatSettings)
+@validate_response(ChatDetail)
+async def update_chat(chat_id: str, data: ChatSettings) -> ChatMeta:
+    """Rename a chat or change its system prompt and generation settings."""
+    chat = await services().conversations.get(chat_id)
+    await _apply(chat, data)
+    return await _meta(chat, detail=True)
+
+
+async def _apply(chat: Chat, data: ChatSettings) -> None:
+    changes = {k: v for k, v in data.model_dump(exclude_unset=True).items() if k != "chat_id" and v is not None}
+    if "title" in changes:
+        changes["title"] = changes["title"].strip() or None
+    for key, value in changes.items():
+        setattr(chat, key, value)
+    if changes:
+        await chat.save()
+        await services().chatlog.write(chat.id, f"settings: {changes}")
+
+
+@blueprint.delete("/chats/<chat_id>")
+@validate_response(Deleted)
+async def delete_chat(chat_id: str) -> Deleted:
+    """Delete a chat, its messages and its log file; its model is released."""
+    await services().conversations.delete(chat_id)
+    return Deleted(deleted=True, chat_id=chat_id)
+
+
+@blueprint.post("/chats/<chat_id>/stop")
+@validate_response(Stopped)
+async def stop(chat_id: str) -> Stopped:
+    """Stop the reply being generated; the partial reply is kept with status ``stopped``."""
+    conversations = services().conversations
+    await conversations.get(chat_id)
+    return Stopped(stopped=conversations.stop(chat_id), chat_id=chat_id)
+
+
+@blueprint.post("/chats/<chat_id>/regenerate")
+@validate_request(RegenerateRequest)
+@document_response(ChatResponse)
+async def regenerate(chat_id: str, data: RegenerateRequest) -> dict[str, object] | Response:
+    """Replace the last reply (or answer the last unanswered message) with a new one."""
+    turn = await services().conversations.regenerate(chat_id)
+    return await _answer(turn, data.stream)
+

@@ -1,0 +1,170 @@
+"""OpenAI-compatible endpoints: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+Enough of the OpenAI wire format for the official ``openai`` client and tools built on
+it: non-streaming and streaming completions with ``usage`` filled. These requests are
+stateless (nothing is stored); the model is loaded on first use and shared by every
+OpenAI-style caller of that model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from quart import Blueprint, Response
+from quart_schema import validate_request
+
+from api import sse
+from api.errors import MessageTooLong, status_of
+from api.services import services
+from runtime.client import WorkerInfo
+from runtime.errors import ModelRuntimeError
+from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
+
+blueprint = Blueprint("openai", __name__, url_prefix="/v1")
+
+_FINISH = {"stop": "stop", "length": "length", "aborted": "stop"}
+
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # unknown OpenAI options are accepted and ignored
+    model: str = Field(min_length=1, max_length=255)
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=32_768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32_768)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+
+
+def _holder(model: str) -> str:
+    return f"openai:{model}"
+
+
+async def _worker_for(model: str) -> WorkerInfo:
+    runtime = services().runtime
+    held = runtime.holding(_holder(model))
+    if held is not None:
+        return held
+    return await runtime.load(_holder(model), model, services().settings.default_device)  # type: ignore[arg-type]
+
+
+@blueprint.get("/models")
+async def list_models() -> dict[str, Any]:
+    found = services().runtime.models()
+    return {"object": "list", "data": [{"id": m.name, "object": "model", "created": 0, "owned_by": "local"} for m in found]}
+
+
+@blueprint.post("/chat/completions")
+@validate_request(CompletionRequest)
+async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]:
+    s = services()
+    limit = s.settings.max_message_chars
+    messages = [
+        ChatMessage("system" if m.role == "developer" else m.role, m.text())  # type: ignore[arg-type]
+        for m in data.messages
+    ]
+    if any(len(m.content) > limit for m in messages):
+        raise MessageTooLong(f"a message is longer than {limit} characters (LLMCHAT_MAX_MESSAGE_CHARS)")
+    stop = tuple([data.stop] if isinstance(data.stop, str) else data.stop or [])
+    params = GenerationParams(
+        max_new_tokens=data.max_completion_tokens or data.max_tokens or s.settings.default_max_new_tokens,
+        temperature=s.settings.default_temperature if data.temperature is None else data.temperature,
+        top_p=data.top_p or s.settings.default_top_p,
+        stop=stop,
+    )
+    worker = await _worker_for(data.model)
+    fitted = await s.runtime.fit(_holder(data.model), messages, params.max_new_tokens)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    events = s.runtime.generate(_holder(data.model), fitted.messages, params)
+    if data.stream:
+        include_usage = bool(data.stream_options and data.stream_options.include_usage)
+        return sse.respond(_chunks(events, completion_id, created, worker.key.model, include_usage))
+    parts: list[str] = []
+    finished: Finished | None = None
+    async with contextlib.aclosing(events) as stream:
+        async for event in stream:
+            if isinstance(event, TokenChunk):
+                parts.append(event.text)
+            else:
+                finished = event
+    assert finished is not None
+    usage = _usage(finished)
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": worker.key.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(parts)},
+                "finish_reason": _FINISH[finished.finish_reason],
+            }
+        ],
+        "usage": usage,
+    }
+
+
+def _usage(finished: Finished) -> dict[str, int]:
+    m = finished.metrics
+    return {
+        "prompt_tokens": m.prompt_tokens,
+        "completion_tokens": m.completion_tokens,
+        "total_tokens": m.prompt_tokens + m.completion_tokens,
+    }
+
+
+async def _chunks(
+    events: AsyncIterator[TokenChunk | Finished], completion_id: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None, usage: dict[str, int] | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else [],
+        }
+        if usage is not None:
+            body["usage"] = usage
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    async with contextlib.aclosing(events) as stream:
+        try:
+            async for event in stream:
+                if isinstance(event, TokenChunk):
+                    yield chunk({"content": event.text}, None)
+                else:
+                    yield chunk({}, _FINISH[event.finish_reason])
+                    if include_usage:
+                        yield chunk({}, None, _usage(event))
+        except ModelRuntimeError as exc:
+            error = {"error": {"message": str(exc), "type": type(exc).__name__, "code": status_of(exc)}}
+            yield f"data: {json.dumps(error)}\n\n".encode()
+    yield b"data: [DONE]\n\n"

@@ -1,0 +1,26 @@
+"""What routes need, built once per app in its serving lifecycle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quart import current_app
+
+from api.chatlog import ChatLog
+from api.conversation import Conversations
+from api.settings import ApiSettings
+from runtime.client import ModelRuntime
+
+
+@dataclass(slots=True)
+class Services:
+    settings: ApiSettings
+    runtime: ModelRuntime
+    conversations: Conversations
+    chatlog: ChatLog
+
+
+def services() -> Services:
+    """The running app's services (available between ``before_serving`` and ``after_serving``)."""
+    found: Services = current_app.extensions["llmchat"]
+    return found

@@ -1,0 +1,45 @@
+"""Server-sent events: turning a chat turn into an ``text/event-stream`` response."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from quart import Response
+
+from api.conversation import Conversations, ReplyDone, Turn
+from api.errors import status_of
+from runtime.errors import ModelRuntimeError
+
+
+def event(name: str, data: Any) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def respond(body: AsyncIterator[bytes]) -> Response:
+    response = Response(body, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
+    response.timeout = None  # a long reply must not be cut by the response timeout
+    return response
+
+
+async def turn_events(conversations: Conversations, turn: Turn) -> AsyncIterator[bytes]:
+    """``token`` events with ``{"text"}``, then ``done`` with the stored message, or ``error``."""
+    yield event("start", {"message_id": turn.reply.id, "model": turn.worker.key.model,
+                          "device": turn.worker.device, "dropped_messages": turn.dropped})
+    async with contextlib.aclosing(conversations.run(turn)) as reply:
+        try:
+            async for item in reply:
+                if isinstance(item, ReplyDone):
+                    yield event("done", asdict(item))
+                else:
+                    yield event("token", {"text": item})
+        except ModelRuntimeError as exc:
+            yield event("error", {"error": type(exc).__name__, "detail": str(exc),
+                                  "status": status_of(exc), "message_id": turn.reply.id})
+
+

@@ -1,0 +1,121 @@
+"""Durable storage: Tortoise ORM models on SQLite, and their set-up and migrations.
+
+Schema changes go through aerich migrations in ``api/migrations/``; the app applies
+pending ones at start, so an upgrade keeps every user's history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tortoise import Tortoise, fields
+from tortoise.models import Model
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+TITLE_CHARS = 60
+
+
+class Chat(Model):
+    """A conversation and its settings. ``id`` may be chosen by the client (the seed's UI uses UUIDs)."""
+
+    id = fields.CharField(pk=True, max_length=64)
+    title = fields.CharField(max_length=200, null=True)  # None: derived from the first message
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+    model = fields.CharField(max_length=255, null=True)
+    device = fields.CharField(max_length=8, null=True)
+    backend = fields.CharField(max_length=16, null=True)
+    system_prompt = fields.TextField(default="")
+    temperature = fields.FloatField(default=0.7)
+    top_p = fields.FloatField(default=0.95)
+    max_new_tokens = fields.IntField(default=256)
+
+    messages: fields.ReverseRelation[Message]
+
+    class Meta:
+        table = "chats"
+
+
+class Message(Model):
+    """One message. Assistant replies carry the model, device, metrics and a status."""
+
+    id = fields.IntField(pk=True)
+    chat: fields.ForeignKeyRelation[Chat] = fields.ForeignKeyField(
+        "models.Chat", related_name="messages", on_delete=fields.CASCADE
+    )
+    role = fields.CharField(max_length=16)  # user, assistant
+    text = fields.TextField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    status = fields.CharField(max_length=16, default="complete")  # streaming, complete, stopped, error
+    error = fields.TextField(null=True)
+    model = fields.CharField(max_length=255, null=True)
+    device = fields.CharField(max_length=8, null=True)
+    backend = fields.CharField(max_length=16, null=True)
+    prompt_tokens = fields.IntField(null=True)
+    completion_tokens = fields.IntField(null=True)
+    time_to_first_token_s = fields.FloatField(null=True)
+    total_time_s = fields.FloatField(null=True)
+    tokens_per_s = fields.FloatField(null=True)
+    dropped_messages = fields.IntField(null=True)
+
+    class Meta:
+        table = "messages"
+        ordering = ["id"]
+
+
+def tortoise_config(db_path: Path) -> dict[str, Any]:
+    """The Tortoise (and aerich) configuration for one SQLite file, in WAL mode."""
+    return {
+        "connections": {
+            "default": {
+                "engine": "tortoise.backends.sqlite",
+                "credentials": {
+                    "file_path": str(db_path),
+                    "journal_mode": "WAL",
+                    "foreign_keys": "ON",
+                },
+            }
+        },
+        "apps": {"models": {"models": ["api.store", "aerich.models"], "default_connection": "default"}},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def open_store(db_path: Path) -> None:
+    """Apply pending migrations, then open Tortoise on ``db_path``.
+
+    Requests run in tasks other than the one that opens the store, so the context is made
+    the process-wide fallback (what Tortoise's own ASGI integrations do); one app per
+    process opens it at a time.
+    """
+    from aerich import Command
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    config = tortoise_config(db_path)
+    async with Command(tortoise_config=config, app="models", location=str(MIGRATIONS)) as command:
+        await command.init()
+        await command.upgrade(run_in_transaction=True)
+    await Tortoise.init(config=config, _enable_global_fallback=True)
+    # Replies that were streaming when the previous server stopped will never finish.
+    await Message.filter(status="streaming").update(status="error", error="the server stopped during this reply")
+
+
+async def close_store() -> None:
+    await Tortoise.close_connections()
+
+
+def chat_title(chat: Chat, first_message: str | None) -> str:
+    """The user's name for the chat, else its first message shortened, else "New chat"."""
+    if chat.title:
+        return chat.title
+    if first_message:
+        text = " ".join(first_message.split())
+        return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
+    return "New chat"
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.isoformat()
