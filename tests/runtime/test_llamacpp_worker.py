@@ -29,7 +29,9 @@ from runtime.settings import RuntimeSettings
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
 GREEDY = GenerationParams(max_new_tokens=40, temperature=0.0)
-LONG = GenerationParams(max_new_tokens=400, temperature=0.9)  # long enough to interrupt
+# Greedy decoding of this prompt runs to the token limit: long enough to interrupt.
+ENDLESS = [ChatMessage("user", "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,")]
+LONG = GenerationParams(max_new_tokens=400, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ async def test_max_new_tokens_and_stop_are_honoured(runtime: Runtime) -> None:
 async def test_abort_mid_stream_frees_the_worker(runtime: Runtime) -> None:
     started = time.perf_counter()
     chunks = 0
-    async with contextlib.aclosing(runtime.generate("main", QUESTION, LONG)) as events:
+    async with contextlib.aclosing(runtime.generate("main", ENDLESS, LONG)) as events:
         async for event in events:
             chunks += isinstance(event, TokenChunk)
             if chunks == 3:
@@ -122,7 +124,7 @@ async def test_kill_mid_stream_fails_within_a_second_and_reload_works(runtime: R
     info = await runtime.load("victim", GGUF_NAME, "cpu")
     killed_at = 0.0
     with pytest.raises(WorkerDied):
-        async for event in runtime.generate("victim", QUESTION, LONG):
+        async for event in runtime.generate("victim", ENDLESS, LONG):
             if isinstance(event, TokenChunk) and not killed_at:
                 os.kill(info.pid, signal.SIGKILL)
                 killed_at = time.perf_counter()
