@@ -1,0 +1,102 @@
+"""API overhead: the default GGUF through Hypercorn + SSE vs llama-cpp-python in-process.
+
+    python -m tests.benchmarks.bench_api [--runs 5] [--max-new-tokens 128]
+
+Starts the real server (``python -m api``) on a loopback port with a throw-away database,
+and streams each reply with httpx-sse, timing the first token where the client sees it.
+The in-process side and the prompts are those of ``bench_runtime``; runs alternate and
+each uses a new chat whose system line makes the prompt distinct (no prefix-cache help).
+Goals (issue 3): tokens/s ratio >= 0.95, first-token overhead <= 25 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import llama_cpp
+from httpx_sse import connect_sse
+
+from runtime.default_model import GGUF_NAME
+from runtime.settings import RuntimeSettings
+from tests.benchmarks.bench_runtime import PROMPT, Run, in_process
+
+
+def through_api(http: httpx.Client, n: int, max_new: int) -> Run:
+    chat_id = f"bench-{n}-{time.time_ns()}"
+    http.post("/chats", json={"chat_id": chat_id, "system_prompt": f"Session {n}.", "temperature": 0,
+                              "max_new_tokens": max_new}).raise_for_status()
+    http.post("/load", json={"chat_id": chat_id, "model": GGUF_NAME, "device": "cpu"}).raise_for_status()
+    started = time.perf_counter()
+    first = None
+    done: dict[str, object] = {}
+    with connect_sse(http, "POST", "/chat", json={"chat_id": chat_id, "message": PROMPT, "stream": True}) as source:
+        for sse in source.iter_sse():
+            if sse.event == "token" and first is None:
+                first = time.perf_counter()
+            elif sse.event == "done":
+                done = json.loads(sse.data)
+    total = time.perf_counter() - started
+    return (first or time.perf_counter()) - started, total, int(done["completion_tokens"]), str(done["text"]).strip()  # type: ignore[call-overload]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    args = parser.parse_args()
+    settings = RuntimeSettings()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tempfile.mkdtemp(prefix="llmchat-bench-")
+    env = {**os.environ, "LLMCHAT_PORT": str(port), "LLMCHAT_DB_PATH": f"{home}/db.sqlite3",
+           "LLMCHAT_LOGS_DIR": f"{home}/logs"}
+    server = subprocess.Popen([sys.executable, "-m", "api"], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+        for _ in range(300):
+            try:
+                http.get("/status")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        n_ctx = min(settings.n_ctx, 32768)
+        llm = llama_cpp.Llama(str(settings.models_dir / GGUF_NAME), n_ctx=n_ctx, n_threads=settings.n_threads, verbose=False)
+        in_process(llm, -1, 8)
+        through_api(http, -1, 8)  # warm up: loads the shared worker
+        raw: list[Run] = []
+        ours: list[Run] = []
+        for n in range(args.runs):
+            raw.append(in_process(llm, n, args.max_new_tokens))
+            ours.append(through_api(http, n, args.max_new_tokens))
+    finally:
+        server.terminate()
+        server.wait(30)
+    if any(a[3] != b[3] for a, b in zip(raw, ours)):
+        raise SystemExit("greedy outputs differ between the two paths; the comparison is void")
+    raw = [(r[0], r[1], o[2], r[3]) for r, o in zip(raw, ours)]
+    raw_ttft = statistics.median(r[0] for r in raw)
+    our_ttft = statistics.median(r[0] for r in ours)
+    raw_tps = statistics.median(r[2] / r[1] for r in raw)
+    our_tps = statistics.median(r[2] / r[1] for r in ours)
+    print(f"default GGUF, greedy, {args.max_new_tokens} new tokens, {args.runs} runs each, medians")
+    print(f"{'path':32} {'first token ms':>15} {'tokens/s':>9}")
+    print(f"{'llama-cpp-python in-process':32} {raw_ttft * 1000:15.1f} {raw_tps:9.2f}")
+    print(f"{'API: Hypercorn + SSE':32} {our_ttft * 1000:15.1f} {our_tps:9.2f}")
+    ratio, overhead = our_tps / raw_tps, (our_ttft - raw_ttft) * 1000
+    print(f"tokens/s ratio {ratio:.3f} (goal >= 0.95): {'ok' if ratio >= 0.95 else 'MISSED'}")
+    print(f"first-token overhead {overhead:+.1f} ms (goal <= 25 ms): {'ok' if overhead <= 25 else 'MISSED'}")
+    print(f"tokens per run (identical greedy text on both sides): {[r[2] for r in ours]}")
+
+
+if __name__ == "__main__":
+    main()
