@@ -3,86 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from httpx_sse import connect_sse
 from openai import OpenAI
 
 from tests.api.conftest import GGUF
+from tests.servers import ApiServer, survivors
 
 ENDLESS = "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    """Running, as opposed to gone or exited and waiting to be reaped (a zombie holds no memory)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-class Server:
-    """``python -m api`` in a child process, stopped with SIGTERM like a process manager does."""
-
-    def __init__(self, home: Path, models_dir: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "LLMCHAT_PORT": str(self.port),
-            "LLMCHAT_DB_PATH": str(home / "chat.sqlite3"),
-            "LLMCHAT_LOGS_DIR": str(home / "logs"),
-            "LLMCHAT_MODELS_DIR": str(models_dir),
-            "LLMCHAT_N_CTX": "2048",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "api"], env=self.env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/status", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("the server did not start")
-
-    def stop(self) -> set[int]:
-        """SIGTERM the server; return the pids of the workers it had."""
-        assert self.process is not None
-        workers = {c.pid for c in psutil.Process(self.process.pid).children(recursive=True)}
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
-        return workers
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("server"), models_dir)
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[ApiServer]:
+    running = ApiServer(tmp_path_factory.mktemp("server"), models_dir, n_ctx="2048")
     running.start()
     yield running
-    if running.process and running.process.poll() is None:
-        running.stop()
+    running.stop()
 
 
-def test_streaming_over_http(server: Server) -> None:
+def test_streaming_over_http(server: ApiServer) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         assert http.post("/load", json={"chat_id": "http-1", "model": GGUF}).status_code == 200
         http.patch("/chats/http-1", json={"temperature": 0})
@@ -98,7 +42,7 @@ def test_streaming_over_http(server: Server) -> None:
         assert "".join(tokens) == done["text"] and "Paris" in done["text"]
 
 
-def test_client_disconnect_stops_generation_and_keeps_the_partial(server: Server) -> None:
+def test_client_disconnect_stops_generation_and_keeps_the_partial(server: ApiServer) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         http.post("/chats", json={"chat_id": "http-2", "max_new_tokens": 500, "temperature": 0})
         http.post("/load", json={"chat_id": "http-2", "model": GGUF})
@@ -123,7 +67,7 @@ def test_client_disconnect_stops_generation_and_keeps_the_partial(server: Server
         assert answer["status"] == "complete" and time.monotonic() - started < 5
 
 
-def test_official_openai_client(server: Server) -> None:
+def test_official_openai_client(server: ApiServer) -> None:
     client = OpenAI(base_url=server.url + "/v1", api_key="not-needed")
     assert GGUF in {m.id for m in client.models.list()}
     completion = client.chat.completions.create(
@@ -150,13 +94,12 @@ def test_official_openai_client(server: Server) -> None:
     assert getattr(missing.value, "status_code", None) == 404
 
 
-def test_history_survives_a_restart_and_no_worker_outlives_the_server(server: Server) -> None:
+def test_history_survives_a_restart_and_no_worker_outlives_the_server(server: ApiServer) -> None:
     before = httpx.get(server.url + "/history", params={"chat_id": "http-1"}).json()["messages"]
     assert len(before) == 2
     workers = server.stop()
     assert workers, "the earlier tests loaded models"
-    time.sleep(0.5)
-    assert not [pid for pid in workers if _alive(pid)]
+    assert not survivors(workers)
     server.start()
     after = httpx.get(server.url + "/history", params={"chat_id": "http-1"}).json()["messages"]
     assert after == before

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import llama_cpp
@@ -28,6 +25,7 @@ from httpx_sse import connect_sse
 from runtime.default_model import GGUF_NAME
 from runtime.settings import RuntimeSettings
 from tests.benchmarks.bench_runtime import PROMPT, Run, in_process
+from tests.servers import ApiServer
 
 
 def through_api(http: httpx.Client, n: int, max_new: int) -> Run:
@@ -54,21 +52,10 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     args = parser.parse_args()
     settings = RuntimeSettings()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    home = tempfile.mkdtemp(prefix="llmchat-bench-")
-    env = {**os.environ, "LLMCHAT_PORT": str(port), "LLMCHAT_DB_PATH": f"{home}/db.sqlite3",
-           "LLMCHAT_LOGS_DIR": f"{home}/logs"}
-    server = subprocess.Popen([sys.executable, "-m", "api"], env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    server = ApiServer(Path(tempfile.mkdtemp(prefix="llmchat-bench-")), settings.models_dir)
+    server.start(quiet=True)
     try:
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-        for _ in range(300):
-            try:
-                http.get("/status")
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        http = httpx.Client(base_url=server.url, timeout=120)
         n_ctx = min(settings.n_ctx, 32768)
         llm = llama_cpp.Llama(str(settings.models_dir / GGUF_NAME), n_ctx=n_ctx, n_threads=settings.n_threads, verbose=False)
         in_process(llm, -1, 8)
@@ -79,8 +66,7 @@ def main() -> None:
             raw.append(in_process(llm, n, args.max_new_tokens))
             ours.append(through_api(http, n, args.max_new_tokens))
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
     if any(a[3] != b[3] for a, b in zip(raw, ours)):
         raise SystemExit("greedy outputs differ between the two paths; the comparison is void")
     raw = [(r[0], r[1], o[2], r[3]) for r, o in zip(raw, ours)]

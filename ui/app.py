@@ -1,0 +1,410 @@
+"""The Panel dashboard: chat list, model and device pickers, a load/unload toggle, the
+streaming transcript with timestamps and metrics, per-chat settings, and the chat id kept
+in the URL (``?chat_id=``) for deep links and hard refreshes.
+
+Everything it knows comes from the API over HTTP (:mod:`ui.client`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import panel as pn
+
+from ui.client import ApiClient, ApiProblem
+
+ASSISTANT = "Assistant"
+USER = "You"
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Re-rendering the transcript costs CPU that the model needs on small machines, so a
+# streaming reply is redrawn at most this often (every token still arrives).
+REDRAW_EVERY_S = 0.1
+AVATARS = {USER: "U", ASSISTANT: "A"}
+# Phones and narrow windows: the sidebar starts folded away and the menu button opens it
+# as a drawer over the transcript. The template's own toggle sets "hidden"; below 700 px
+# that class means "open" and its absence "folded", so no script is needed.
+NARROW_CSS = """
+@media (max-width: 700px) {
+  #sidebar:not(.hidden) { max-width: 0; min-width: 0; padding: 0; border: 0; overflow: hidden; }
+  #sidebar.hidden { position: absolute; z-index: 100; min-width: 85vw; max-width: 85vw;
+    height: calc(100% - 64px); overflow-y: auto; padding: 15px 10px 5px 5px;
+    background: var(--neutral-layer-2, #f7f7f7); box-shadow: 2px 2px 10px silver; }
+}
+"""
+
+
+def _when(iso: str) -> datetime:
+    return datetime.fromisoformat(iso).astimezone()
+
+
+def metrics_line(message: dict[str, Any]) -> str:
+    """The footer of a reply: tokens, time, tokens/s, first token, and anything unusual."""
+    parts = []
+    if message.get("tokens") is not None:
+        parts.append(f"{message['tokens']} tokens")
+    if message.get("time_s") is not None:
+        parts.append(f"{message['time_s']:.2f} s")
+    if message.get("tps") is not None:
+        parts.append(f"{message['tps']:.1f} tokens/s")
+    if message.get("time_to_first_token_s") is not None:
+        parts.append(f"first token {message['time_to_first_token_s'] * 1000:.0f} ms")
+    if message.get("model"):
+        parts.append(f"{message['model']} on {message.get('device') or '?'}")
+    if message.get("dropped_messages"):
+        parts.append(f"{message['dropped_messages']} earlier messages left out to fit the context")
+    status = message.get("status", "complete")
+    if status == "stopped":
+        parts.append("stopped")
+    elif status == "error":
+        parts.append(f"failed: {message.get('error') or 'unknown error'}")
+    return " · ".join(parts)
+
+
+class Dashboard:
+    """One browser session's dashboard."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+        self.loaded = False
+        self.models_dir = ""
+        self.chat_id = pn.widgets.TextInput(name="chat_id", visible=False)
+        self.new_chat = pn.widgets.Button(name="New chat", button_type="primary", icon="plus", sizing_mode="stretch_width")
+        self.chat_list = pn.Column(sizing_mode="stretch_width", css_classes=["chat-list"])
+        self.title = pn.widgets.TextInput(name="Chat name", placeholder="Name this chat", sizing_mode="stretch_width")
+        self.rename = pn.widgets.Button(name="Rename", sizing_mode="stretch_width")
+        self.delete = pn.widgets.Button(name="Delete chat", button_type="danger", button_style="outline", sizing_mode="stretch_width")
+        self.model = pn.widgets.Select(name="Model", options=[], width=340, max_width=340, sizing_mode="scale_width")
+        self.device = pn.widgets.RadioButtonGroup(name="Device", options=["auto", "cpu", "gpu"], value="auto", button_type="default")
+        self.toggle = pn.widgets.Button(name="Load", button_type="success", width=110, align="end")
+        self.state = pn.pane.Markdown("", css_classes=["load-state"], margin=(0, 10))
+        self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.no_models = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self.system_prompt = pn.widgets.TextAreaInput(name="System prompt", rows=3, sizing_mode="stretch_width")
+        self.temperature = pn.widgets.FloatSlider(name="Temperature", start=0, end=2, step=0.05, value=0.7, sizing_mode="stretch_width")
+        self.max_new_tokens = pn.widgets.IntSlider(name="Max new tokens", start=16, end=4096, step=16, value=256, sizing_mode="stretch_width")
+        self.save = pn.widgets.Button(name="Save settings", sizing_mode="stretch_width")
+        self.missing = pn.Column(visible=False, sizing_mode="stretch_width")
+        self.feed = pn.chat.ChatInterface(
+            callback=self._respond,
+            callback_user=ASSISTANT,
+            callback_avatar=AVATARS[ASSISTANT],
+            user=USER,
+            avatar=AVATARS[USER],
+            show_rerun=False,
+            show_undo=False,
+            show_clear=False,
+            show_button_name=True,
+            sizing_mode="stretch_both",
+            min_height=420,
+            message_params={"show_timestamp": True, "timestamp_format": TIMESTAMP_FORMAT, "show_copy_icon": True},
+            widgets=pn.chat.ChatAreaInput(placeholder="Send a message (Shift+Enter: new line)"),
+        )
+        self.new_chat.on_click(self._on_new_chat)
+        self.toggle.on_click(self._on_toggle)
+        self.rename.on_click(self._on_rename)
+        self.delete.on_click(self._on_delete)
+        self.save.on_click(self._on_save)
+        self.chat_id.param.watch(self._on_chat_id, "value")
+
+    # Layout
+
+    def view(self) -> pn.template.BaseTemplate:
+        controls = pn.FlexBox(self.model, pn.Column(pn.pane.Markdown("**Device**", margin=(0, 5)), self.device),
+                              self.toggle, flex_wrap="wrap", align_items="end", sizing_mode="stretch_width")
+        settings = pn.Card(self.system_prompt, self.temperature, self.max_new_tokens, self.save,
+                           title="Chat settings", collapsed=True, sizing_mode="stretch_width")
+        sidebar = [self.new_chat, pn.pane.Markdown("### Chats", margin=(10, 5, 0, 5)), self.chat_list,
+                   pn.layout.Divider(), self.title, pn.Row(self.rename, self.delete, sizing_mode="stretch_width"), self.chat_id]
+        main = [pn.Column(self.alert, self.no_models, self.missing, controls, self.state, settings, self.feed,
+                          sizing_mode="stretch_both")]
+        template = pn.template.FastListTemplate(
+            title="llmchat", sidebar=sidebar, main=main, sidebar_width=300, main_layout=None,
+            accent="#2f6fed", header_background="#1f3b73",
+        )
+        template.config.raw_css.append(NARROW_CSS)
+        return template
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Runs once the page is shown: fill the pickers and open the chat in the URL."""
+        await self._refresh_models()
+        if self.chat_id.value:
+            await self._open(self.chat_id.value)
+            return
+        chats = await self._guard(self.api.chats()) or []
+        if chats:
+            self.chat_id.value = chats[0]["chat_id"]  # most recent; the URL follows
+        else:
+            await self._on_new_chat()
+
+    # Events
+
+    async def _on_chat_id(self, event: Any) -> None:
+        if event.new:
+            await self._open(event.new)
+
+    async def _on_new_chat(self, _: Any = None) -> None:
+        chat_id = uuid.uuid4().hex
+        if await self._guard(self.api.create_chat(chat_id)) is not None:
+            self.chat_id.value = chat_id
+
+    async def _on_toggle(self, _: Any) -> None:
+        chat_id = self.chat_id.value
+        if not chat_id:
+            return
+        self.toggle.loading = True
+        self.toggle.disabled = True
+        try:
+            if self.loaded:
+                self.state.object = "Unloading…"
+                result = await self._guard(self.api.unload(chat_id))
+                if result is not None:
+                    exited = result.get("process_exited")
+                    self.state.object = (
+                        "Unloaded: the model's process has exited and its memory is free." if exited
+                        else "Unloaded for this chat (another chat still uses the model)."
+                    )
+            else:
+                if not self.model.value:
+                    self._show_error("Choose a model first.")
+                    return
+                self.state.object = f"Loading **{self.model.value}** on {self.device.value}…"
+                result = await self._guard(self.api.load(chat_id, self.model.value, self.device.value))
+                if result is not None:
+                    self.state.object = (
+                        f"Loaded **{result['model']}** with {result['backend']} on {result['running_on']} "
+                        f"in {result['load_time_s']:.2f} s (context {result['context_length']} tokens)."
+                    )
+                else:
+                    self.state.object = ""
+        finally:
+            self.toggle.loading = False
+            self.toggle.disabled = False
+            await self._refresh_status()
+            await self._refresh_chats()
+
+    async def _on_rename(self, _: Any) -> None:
+        if self.chat_id.value:
+            await self._guard(self.api.update_chat(self.chat_id.value, title=self.title.value))
+            await self._refresh_chats()
+
+    async def _on_delete(self, _: Any) -> None:
+        if not self.chat_id.value:
+            return
+        if self.delete.name != "Click again to delete":
+            self.delete.name = "Click again to delete"
+            await asyncio.sleep(4)
+            self.delete.name = "Delete chat"
+            return
+        self.delete.name = "Delete chat"
+        await self._guard(self.api.delete_chat(self.chat_id.value))
+        chats = await self._guard(self.api.chats()) or []
+        if chats:
+            self.chat_id.value = chats[0]["chat_id"]
+        else:
+            await self._on_new_chat()
+
+    async def _on_save(self, _: Any) -> None:
+        if self.chat_id.value:
+            saved = await self._guard(self.api.update_chat(
+                self.chat_id.value, system_prompt=self.system_prompt.value,
+                temperature=self.temperature.value, max_new_tokens=self.max_new_tokens.value,
+            ))
+            if saved is not None:
+                self.state.object = "Settings saved; they apply from the next message."
+
+    async def _respond(self, contents: str, user: str, instance: pn.chat.ChatInterface) -> AsyncIterator[Any]:
+        """ChatInterface callback: stream the reply from the API, token by token."""
+        chat_id = self.chat_id.value
+        self.alert.visible = False
+        if not self.loaded and self.model.value:
+            self.state.object = f"Loading **{self.model.value}** on {self.device.value}…"
+            if await self._guard(self.api.load(chat_id, self.model.value, self.device.value)) is None:
+                return
+            await self._refresh_status()
+        text = ""
+        drawn_at = 0.0
+        loop = asyncio.get_running_loop()
+        try:
+            async for event, data in self.api.stream_chat(chat_id, contents):
+                if event == "token":
+                    text += data["text"]
+                    if loop.time() - drawn_at >= REDRAW_EVERY_S:
+                        drawn_at = loop.time()
+                        yield {"object": text or "…"}
+                elif event == "done":
+                    done = {**data, "tokens": data["completion_tokens"], "time_s": data["total_time_s"],
+                            "tps": data["tokens_per_s"]}
+                    yield {"object": data["text"] or "(empty reply)", "footer_objects": [self._footer(done)]}
+                elif event == "error":
+                    yield {"object": text or "(no reply)",
+                           "footer_objects": [self._footer({"status": "error", "error": data["detail"]})]}
+                    self._show_error(f"The reply failed: {data['detail']}")
+        except ApiProblem as problem:
+            if problem.status == 409:
+                self._show_error(f"{problem} Your message is saved; load a model and press Load.")
+            else:
+                self._show_error(str(problem))
+        except asyncio.CancelledError:
+            # Stop button: leaving the stream closes the connection, so the API stores the
+            # partial reply as "stopped"; show it as stored.
+            asyncio.get_running_loop().create_task(self._after_stop(chat_id))
+            raise
+        finally:
+            await self._refresh_chats()
+            await self._refresh_status()
+
+    async def _after_stop(self, chat_id: str) -> None:
+        for _ in range(30):
+            history = await self._guard(self.api.history(chat_id)) or []
+            if not history or history[-1]["status"] != "streaming":
+                break
+            await asyncio.sleep(0.1)
+        if chat_id == self.chat_id.value:
+            self._show_history(history)
+
+    # Loading data
+
+    async def _open(self, chat_id: str) -> None:
+        self.alert.visible = False
+        try:
+            chat = await self.api.chat(chat_id)
+        except ApiProblem as problem:
+            if problem.status == 404:
+                self._show_missing(chat_id)
+            else:
+                self._show_error(str(problem))
+            return
+        self.missing.visible = False
+        self.feed.disabled = False
+        self.title.value = chat["title"] if chat["title"] != "New chat" else ""
+        self.system_prompt.value = chat["system_prompt"]
+        self.temperature.value = chat["temperature"]
+        self.max_new_tokens.value = min(max(chat["max_new_tokens"], 16), 4096)
+        if chat.get("model") in self.model.values:
+            self.model.value = chat["model"]
+        if chat.get("device") in self.device.options:
+            self.device.value = chat["device"]
+        self._show_history(await self._guard(self.api.history(chat_id)) or [])
+        self.state.object = ""
+        await self._refresh_status()
+        await self._refresh_chats()
+
+    def _show_history(self, history: list[dict[str, Any]]) -> None:
+        messages = []
+        for m in history:
+            mine = m["sender"] == "user"
+            messages.append(pn.chat.ChatMessage(
+                object=m["text"] or ("…" if m["status"] == "streaming" else "(no reply)"),
+                user=USER if mine else ASSISTANT,
+                avatar=AVATARS[USER if mine else ASSISTANT],
+                timestamp=_when(m["timestamp"]),
+                timestamp_format=TIMESTAMP_FORMAT,
+                show_timestamp=True,
+                footer_objects=[] if mine else [self._footer(m)],
+            ))
+        self.feed.objects = messages
+
+    def _show_missing(self, chat_id: str) -> None:
+        start = pn.widgets.Button(name="Start a new chat", button_type="primary")
+        start.on_click(self._on_new_chat)
+        self.missing.objects = [pn.pane.Alert(
+            f"There is no chat with id `{chat_id}`: it may have been deleted, or the link is mistyped.",
+            alert_type="warning"), start]
+        self.missing.visible = True
+        self.feed.objects = []
+        self.feed.disabled = True
+        self.loaded = False
+        self._render_toggle()
+
+    async def _refresh_models(self) -> None:
+        listing = await self._guard(self.api.models())
+        if listing is None:
+            return
+        self.models_dir = listing["models_dir"]
+        # Fast llama.cpp models first: they are the better default on a CPU.
+        found = sorted(listing["models"], key=lambda m: (m["backend"] != "llama.cpp", m["name"]))
+        self.model.options = {
+            f"{m['name']} ({m['backend']}, {m['size_bytes'] / 2**20:,.0f} MB)": m["name"] for m in found
+        }
+        names = [m["name"] for m in found]
+        if names and self.model.value not in names:
+            self.model.value = names[0]
+        self.no_models.object = (
+            f"No models found in `{self.models_dir}`. Put a `.gguf` file, or a Transformers model folder "
+            "(`config.json` + `*.safetensors` + tokenizer files), into that folder, then reload this page."
+        )
+        self.no_models.visible = not names
+        self.toggle.disabled = not names
+
+    async def _refresh_status(self) -> None:
+        if not self.chat_id.value:
+            return
+        try:
+            status = await self.api.status(self.chat_id.value)
+        except ApiProblem:
+            return
+        self.loaded = bool(status["loaded"])
+        if not self.loaded and status.get("reason"):
+            self.state.object = f"The model stopped: {status['reason']}. Press Load to start it again."
+        self._render_toggle()
+
+    def _render_toggle(self) -> None:
+        self.toggle.name = "Unload" if self.loaded else "Load"
+        self.toggle.button_type = "warning" if self.loaded else "success"
+        self.model.disabled = self.loaded
+        self.device.disabled = self.loaded
+
+    async def _refresh_chats(self) -> None:
+        chats = await self._guard(self.api.chats()) or []
+        items = []
+        for c in chats:
+            current = c["chat_id"] == self.chat_id.value
+            label = ("● " if c["loaded"] else "") + c["title"]
+            button = pn.widgets.Button(name=label, button_type="primary" if current else "light",
+                                       button_style="outline" if current else "solid",
+                                       sizing_mode="stretch_width", align="start", css_classes=["chat-item"],
+                                       stylesheets=[":host .bk-btn { text-align: left; overflow: hidden; "
+                                                    "text-overflow: ellipsis; white-space: nowrap; }"])
+            button.on_click(lambda _, chat_id=c["chat_id"]: setattr(self.chat_id, "value", chat_id))
+            where = f"{c['model']} · {c['device']}" if c.get("model") else "no model yet"
+            items.append(pn.Column(button, pn.pane.Markdown(f"<small>{where}</small>", margin=(-8, 10, 4, 10)),
+                                   sizing_mode="stretch_width", margin=0))
+        self.chat_list.objects = items or [pn.pane.Markdown("No chats yet.")]
+
+    # Helpers
+
+    def _footer(self, message: dict[str, Any]) -> pn.pane.Markdown:
+        return pn.pane.Markdown(f"<small>{metrics_line(message)}</small>", css_classes=["reply-metrics"], margin=0)
+
+    def _show_error(self, text: str) -> None:
+        self.alert.object = text
+        self.alert.visible = True
+
+    async def _guard(self, call: Any) -> Any:
+        """Await an API call; show its problem in plain words instead of raising."""
+        try:
+            return await call
+        except ApiProblem as problem:
+            self._show_error(str(problem))
+            return None
+
+
+def create_dashboard() -> pn.template.BaseTemplate:
+    """A new dashboard for one browser session, with ``chat_id`` kept in the URL."""
+    api = ApiClient()
+    dashboard = Dashboard(api)
+    if pn.state.location is not None:
+        pn.state.location.sync(dashboard.chat_id, {"value": "chat_id"})
+    pn.state.onload(dashboard.start)
+    pn.state.on_session_destroyed(lambda _: asyncio.ensure_future(api.close()))
+    return dashboard.view()
+
+
+if __name__.startswith("bokeh_app"):  # `panel serve ui/app.py`
+    create_dashboard().servable()
