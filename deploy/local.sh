@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: sets everything up (idempotently), then runs.
-#   deploy/local.sh run    - set up, then start the app (API + UI, see Procfile)
+#   deploy/local.sh run    - set up, then start the app (API + UI from the Procfile, via honcho)
 #   deploy/local.sh test   - set up (with test tools), then run the test suite
 #   deploy/local.sh chat   - set up, then chat with the default model in the terminal
 #   deploy/local.sh setup  - set up only
@@ -46,6 +46,12 @@ ensure_dependencies() {
         echo "    llama-cpp-python compiles llama.cpp on first install: about 9 minutes on 2 cores."
         echo "    pip caches the built wheel, so later installs on this machine are quick."
     fi
+    if [ "${LLMCHAT_CUDA:-0}" = "1" ]; then
+        # GPU machines: llama.cpp built with CUDA, torch's CUDA wheel, ONNX Runtime's GPU build.
+        export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on}"
+        "$PY" -m pip install --progress-bar on --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
+        "$PY" -m pip install --progress-bar on torch==2.13.0 --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128}"
+    fi
     "$PY" -m pip install --progress-bar on -e ".$extras"
     echo "$want" >"$stamp"
 }
@@ -83,7 +89,14 @@ run)
     ensure_venv
     ensure_dependencies ""
     ensure_models
-    exec "$PY" -m runtime.cli chat "$@"
+    export LLMCHAT_HOST="${LLMCHAT_HOST:-127.0.0.1}" LLMCHAT_PORT="${LLMCHAT_PORT:-8000}"
+    export LLMCHAT_UI_HOST="${LLMCHAT_UI_HOST:-127.0.0.1}" LLMCHAT_UI_PORT="${LLMCHAT_UI_PORT:-5006}"
+    export LLMCHAT_API_URL="${LLMCHAT_API_URL:-http://127.0.0.1:$LLMCHAT_PORT}"
+    export PATH="$VENV/bin:$PATH"
+    say "starting the API and the UI (Procfile); Ctrl-C stops both"
+    echo "    open http://$LLMCHAT_UI_HOST:$LLMCHAT_UI_PORT/ in a browser"
+    echo "    API docs at http://$LLMCHAT_HOST:$LLMCHAT_PORT/docs"
+    exec "$VENV/bin/honcho" -f Procfile start "$@"
     ;;
 test)
     ensure_venv

@@ -77,7 +77,7 @@ class Dashboard:
         self.title = pn.widgets.TextInput(name="Chat name", placeholder="Name this chat", sizing_mode="stretch_width")
         self.rename = pn.widgets.Button(name="Rename", sizing_mode="stretch_width")
         self.delete = pn.widgets.Button(name="Delete chat", button_type="danger", button_style="outline", sizing_mode="stretch_width")
-        self.model = pn.widgets.Select(name="Model", options=[], width=340, max_width=340, sizing_mode="scale_width")
+        self.model = pn.widgets.Select(name="Model", options=[], min_width=200, max_width=420, sizing_mode="stretch_width")
         self.device = pn.widgets.RadioButtonGroup(name="Device", options=["auto", "cpu", "gpu"], value="auto", button_type="default")
         self.toggle = pn.widgets.Button(name="Load", button_type="success", width=110, align="end")
         self.state = pn.pane.Markdown("", css_classes=["load-state"], margin=(0, 10))
