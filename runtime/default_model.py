@@ -4,6 +4,8 @@
   which checks its sha256.
 * ``gemma-3-270m/``: a Transformers checkpoint derived from that GGUF (dequantised to fp32
   safetensors + tokenizer), so the Transformers backend has a real model everywhere.
+* ``gemma-3-270m-onnx/`` and ``gemma-3-270m-onnx-int8/``: its ONNX export and a dynamically
+  quantised int8 copy (:mod:`runtime.onnx_export`), for the ONNX Runtime backend.
 
 Each step is skipped when its output exists, and writes to a temporary name first so an
 interrupted run never leaves a half-written model behind.
@@ -22,6 +24,8 @@ from runtime.settings import RuntimeSettings
 
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 TRANSFORMERS_NAME = "gemma-3-270m"
+ONNX_NAME = "gemma-3-270m-onnx"
+ONNX_INT8_NAME = "gemma-3-270m-onnx-int8"
 
 
 def _say(message: str) -> None:
@@ -124,12 +128,19 @@ def _write_bpe_tokenizer(gguf: Path, tokenizer_json: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, default=RuntimeSettings().models_dir)
-    parser.add_argument("--gguf-only", action="store_true", help="skip the Transformers checkpoint")
+    parser.add_argument("--gguf-only", action="store_true", help="skip the Transformers checkpoint and ONNX")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX exports")
     args = parser.parse_args(argv)
     args.models_dir.mkdir(parents=True, exist_ok=True)
     gguf = ensure_gguf(args.models_dir)
-    if not args.gguf_only:
-        ensure_transformers(args.models_dir, gguf)
+    if args.gguf_only:
+        return 0
+    checkpoint = ensure_transformers(args.models_dir, gguf)
+    if not args.no_onnx:
+        from runtime.onnx_export import FP32_SUFFIX, INT8_SUFFIX, export_fp32, quantize_int8
+
+        fp32 = export_fp32(checkpoint, args.models_dir / f"{TRANSFORMERS_NAME}{FP32_SUFFIX}")
+        quantize_int8(fp32, args.models_dir / f"{TRANSFORMERS_NAME}{INT8_SUFFIX}")
     return 0
 
 

@@ -18,12 +18,14 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
 
 from runtime import discovery, worker
+from runtime.backends.base import nvidia_device_count
 from runtime.client import FittedPrompt, UnloadResult, WorkerInfo, WorkerKey
 from runtime.discovery import ModelInfo
 from runtime.errors import (
@@ -276,12 +278,7 @@ class Runtime:
     async def load(
         self, holder: str, model: str, device: Device = "auto", backend: str | None = None
     ) -> WorkerInfo:
-        info = self.resolve(model)
-        backend = backend or info.backend
-        if backend not in _COMPATIBLE:
-            raise BackendUnavailable(f"unknown backend {backend!r}; known: {', '.join(_COMPATIBLE)}")
-        if info.backend not in _COMPATIBLE[backend]:
-            raise BackendUnavailable(f"{info.name} is a {info.backend} model; backend {backend!r} cannot open it")
+        info, backend = self._choose_backend(self.resolve(model), device, backend)
         key = WorkerKey(info.name, device, backend)
         lock = self._loading.setdefault(key, asyncio.Lock())
         async with lock:
@@ -295,6 +292,36 @@ class Runtime:
         if previous is not None and previous != key:
             await self._release(holder, previous)
         return running.info()
+
+    def _choose_backend(self, info: ModelInfo, device: Device, backend: str | None) -> tuple[ModelInfo, str]:
+        """The backend to run ``info`` with, and the files it opens.
+
+        A Transformers model with an ONNX export beside it (``<name>-onnx``) runs from the
+        export when ONNX is asked for, or on CPU when ``onnx_on_cpu`` is set.
+        """
+        if backend is not None and backend not in _COMPATIBLE:
+            raise BackendUnavailable(f"unknown backend {backend!r}; known: {', '.join(_COMPATIBLE)}")
+        export = self._onnx_export(info) if info.backend == "transformers" else None
+        if backend == "onnx" and info.backend == "transformers":
+            if export is None:
+                raise BackendUnavailable(
+                    f"{info.name} has no ONNX export; create one with: python -m runtime.onnx_export {info.name}"
+                )
+            return replace(info, path=export.path), "onnx"
+        if backend is None and export is not None and self.settings.onnx_on_cpu:
+            if device == "cpu" or (device == "auto" and nvidia_device_count() == 0):
+                return replace(info, path=export.path), "onnx"
+        backend = backend or info.backend
+        if info.backend not in _COMPATIBLE[backend]:
+            raise BackendUnavailable(f"{info.name} is a {info.backend} model; backend {backend!r} cannot open it")
+        return info, backend
+
+    def _onnx_export(self, info: ModelInfo) -> ModelInfo | None:
+        try:
+            export = self.resolve(f"{info.name}-onnx")
+        except ModelRuntimeError:
+            return None
+        return export if export.backend == "onnx" else None
 
     async def _start(self, key: WorkerKey, info: ModelInfo) -> _Worker:
         n_ctx = self.settings.n_ctx

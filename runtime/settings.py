@@ -25,6 +25,10 @@ class RuntimeSettings(BaseSettings):
         ge=1,
         description="CPU threads per worker.",
     )
+    onnx_on_cpu: bool = Field(
+        True,
+        description="Run a Transformers model on CPU from its ONNX export (<name>-onnx) when one exists.",
+    )
     load_timeout_s: float = Field(600.0, gt=0, description="Longest a worker may take to load.")
     shutdown_timeout_s: float = Field(
         5.0, gt=0, description="Grace period for a worker to exit before it is killed."

@@ -46,7 +46,7 @@ class TransformersBackend(Backend):
     def _cuda_available(self) -> tuple[bool, str]:
         return torch.cuda.is_available(), "torch.cuda.is_available() is False in the worker"
 
-    def _load_model(self, path: str, device: str) -> Any:
+    def _load_model(self, path: str, device: str, spec: WorkerSpec) -> Any:
         if device == "cuda":
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to("cuda").eval()
@@ -59,8 +59,10 @@ class TransformersBackend(Backend):
         available, hint = self._cuda_available()
         self._device = resolve_device(spec.device, available, hint)
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
-            self._model = self._load_model(spec.model_path, self._device)
+            # transformers 4.57.6 warns about a Mistral regex for any local checkpoint saved by
+            # 4.57.3+, whatever its model; saying so explicitly silences that false alarm.
+            self._tokenizer = AutoTokenizer.from_pretrained(spec.model_path, fix_mistral_regex=False)
+            self._model = self._load_model(spec.model_path, self._device, spec)
         except ModelRuntimeError:
             raise
         except torch.cuda.OutOfMemoryError as exc:

@@ -22,7 +22,7 @@ TRICKY = [ChatMessage("user", "Héllo  wörld —\tdef f(x):\n    return 日本�
 @pytest.fixture(scope="module")
 async def runtime(runtime_settings: RuntimeSettings) -> AsyncIterator[Runtime]:
     rt = Runtime(runtime_settings)
-    await rt.load("hf", TRANSFORMERS_NAME, "auto")
+    await rt.load("hf", TRANSFORMERS_NAME, "auto", backend="transformers")
     yield rt
     await rt.close()
 
@@ -69,6 +69,6 @@ async def test_sampling_and_abort(runtime: Runtime) -> None:
 async def test_gpu_without_cuda_is_a_clear_error(runtime: Runtime) -> None:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(DeviceUnavailable, match="CUDA"):
-        await runtime.load("gpu-user", TRANSFORMERS_NAME, "gpu")
+        await runtime.load("gpu-user", TRANSFORMERS_NAME, "gpu", backend="transformers")
     after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert after <= before
