@@ -8,7 +8,7 @@ import logging
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from api import endpoints, errors, openai_compat
+from api import endpoints, errors, metrics, openai_compat
 from api.chatlog import ChatLog, configure_logging
 from api.conversation import Conversations
 from api.services import Services
@@ -44,7 +44,9 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
 
         chosen = runtime or Runtime(settings)
         chatlog = ChatLog(settings.logs_dir)
-        app.extensions["llmchat"] = Services(settings, chosen, Conversations(chosen, settings, chatlog), chatlog)
+        recorder = metrics.Metrics(chosen)
+        conversations = Conversations(chosen, settings, chatlog, recorder)
+        app.extensions["llmchat"] = Services(settings, chosen, conversations, chatlog, recorder)
         log.info("serving; database %s, models %s", settings.db_path, settings.models_dir)
 
     @app.after_serving

@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from api.chatlog import ChatLog
-from api.errors import ApiError, ChatNotFound, MessageTooLong, NotLoaded
+from api.errors import ApiError, ChatBusy, ChatNotFound, MessageTooLong, NotLoaded
+from api.metrics import Metrics
 from api.settings import ApiSettings
 from api.store import Chat, Message
 from runtime.client import ModelRuntime, WorkerInfo
-from runtime.errors import ModelRuntimeError
+from runtime.errors import Busy, ModelRuntimeError
 from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, TokenChunk
 
 FLUSH_EVERY_S = 1.0
@@ -57,10 +58,11 @@ class ReplyDone:
 class Conversations:
     """Runs chat turns against the runtime and keeps the database in step."""
 
-    def __init__(self, runtime: ModelRuntime, settings: ApiSettings, chatlog: ChatLog) -> None:
+    def __init__(self, runtime: ModelRuntime, settings: ApiSettings, chatlog: ChatLog, metrics: Metrics) -> None:
         self.runtime = runtime
         self.settings = settings
         self.chatlog = chatlog
+        self.metrics = metrics
         self._stops: dict[str, asyncio.Event] = {}
 
     # Chats
@@ -102,11 +104,17 @@ class Conversations:
     # Models
 
     async def load(
-        self, chat: Chat, model: str, device: Device | None, backend: str | None = None
+        self,
+        chat: Chat,
+        model: str,
+        device: Device | None,
+        backend: str | None = None,
+        idle_unload_s: float | None = None,
     ) -> WorkerInfo:
         device = device or self.settings.default_device  # type: ignore[assignment]
         await self.chatlog.write(chat.id, f"load {model} on {device}")
-        worker = await self.runtime.load(chat.id, model, device, backend)  # type: ignore[arg-type]
+        worker = await self.runtime.load(chat.id, model, device, backend, idle_unload_s)  # type: ignore[arg-type]
+        self.metrics.observe_load(worker)
         chat.model, chat.device, chat.backend = worker.key.model, worker.key.device, worker.key.backend
         await chat.save(update_fields=["model", "device", "backend", "updated_at"])
         await self.chatlog.write(
@@ -136,7 +144,7 @@ class Conversations:
                 " (LLMCHAT_MAX_MESSAGE_CHARS)"
             )
         if self.is_generating(chat_id):
-            raise ApiError("a reply is still being generated for this chat; stop it or wait for it")
+            raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it")
         chat = await self.get_or_create(chat_id)
         await Message.create(chat=chat, role="user", text=text)  # stored before anything can fail
         await chat.save(update_fields=["updated_at"])
@@ -147,7 +155,7 @@ class Conversations:
     async def regenerate(self, chat_id: str) -> Turn:
         chat = await self.get(chat_id)
         if self.is_generating(chat_id):
-            raise ApiError("a reply is still being generated for this chat; stop it or wait for it")
+            raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it")
         last = await Message.filter(chat=chat).order_by("-id").first()
         if last is None:
             raise ApiError("the chat has no messages to answer")
@@ -212,10 +220,14 @@ class Conversations:
         finally:
             self._stops.pop(chat_id, None)
             ended = time.perf_counter()
-            outcome = asyncio.ensure_future(
-                self._store(turn, parts, finished, error, first_at, started, ended)
-            )
-            done = await asyncio.shield(outcome)
+            if isinstance(error, Busy) and not parts:
+                # Refused before it started: no reply to keep (the user's message stays).
+                await asyncio.shield(asyncio.ensure_future(turn.reply.delete()))
+            else:
+                outcome = asyncio.ensure_future(
+                    self._store(turn, parts, finished, error, first_at, started, ended)
+                )
+                done = await asyncio.shield(outcome)
         yield done
 
     async def _store(
@@ -250,6 +262,8 @@ class Conversations:
             reply.tokens_per_s = reply.completion_tokens / total if total > 0 else 0.0
         await reply.save()
         await turn.chat.save(update_fields=["updated_at"])
+        self.metrics.observe_reply(turn.worker.key.model, reply.status, reply.completion_tokens or 0,
+                                   reply.time_to_first_token_s or 0.0, reply.tokens_per_s or 0.0)
         note = f" ({reply.error})" if reply.error else ""
         await self.chatlog.write(
             turn.chat.id,

@@ -9,7 +9,7 @@ import uuid
 from quart import Blueprint, Response, request
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
-from api import sse
+from api import metrics, sse
 from api.conversation import ReplyDone, Turn
 from api.errors import ApiError
 from api.schemas import (
@@ -48,6 +48,7 @@ def _worker_state(w: WorkerInfo) -> WorkerState:
     return WorkerState(
         model=w.key.model, device=w.key.device, backend=w.key.backend, running_on=w.device,  # type: ignore[arg-type]
         pid=w.pid, context_length=w.context_length, load_time_s=w.load_time_s, chats=list(w.holders), busy=w.busy,
+        queued=w.queued, idle_s=w.idle_s, idle_unload_s=w.idle_unload_s,
     )
 
 
@@ -120,7 +121,7 @@ async def load(data: LoadRequest) -> LoadResponse:
     """Load a model for a chat (creating the chat if its id is new) and remember the choice."""
     conversations = services().conversations
     chat = await conversations.get_or_create(data.chat_id)
-    w = await conversations.load(chat, data.model, data.device, data.backend)
+    w = await conversations.load(chat, data.model, data.device, data.backend, data.idle_unload_s)
     return LoadResponse(status="loaded", chat_id=chat.id, model=w.key.model, device=w.key.device,
                         load_time_s=w.load_time_s, backend=w.key.backend, running_on=w.device,
                         context_length=w.context_length)
@@ -156,7 +157,7 @@ async def chat(data: ChatRequest, query_args: ChatQuery) -> dict[str, object] | 
 async def _answer(turn: Turn, stream: bool) -> dict[str, object] | Response:
     conversations = services().conversations
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
-        return sse.respond(sse.turn_events(conversations, turn))
+        return sse.respond(await sse.start_turn_events(conversations, turn))
     done: ReplyDone | None = None
     async with contextlib.aclosing(conversations.run(turn)) as reply:
         async for item in reply:
@@ -184,6 +185,13 @@ async def models() -> ModelList:
                            context_length=m.context_length, loaded_on=loaded.get(m.name, [])) for m in found],
         models_dir=str(s.settings.models_dir),
     )
+
+
+@blueprint.get("/metrics")
+async def prometheus_metrics() -> Response:
+    """Prometheus metrics: workers, queue depth, tokens, time to first token, tokens/s, loads, deaths."""
+    body, content_type = metrics.render(services().metrics)
+    return Response(body, content_type=content_type)
 
 
 # Chat management

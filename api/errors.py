@@ -5,6 +5,7 @@ Hierarchy::
     ApiError                    raised by the API's own code, carries its status
     ├── ChatNotFound            404
     ├── NotLoaded               409 the chat has no model loaded and named none
+    ├── ChatBusy                429 a reply for this chat is still being generated
     └── MessageTooLong          413
 
 Runtime errors are mapped here, once (see :data:`RUNTIME_STATUS`); routes never build
@@ -45,12 +46,20 @@ class MessageTooLong(ApiError):
     status = 413
 
 
+class ChatBusy(ApiError):
+    status = 429
+    retry_after_s = 2.0
+
+
 RUNTIME_STATUS: dict[type[rt.ModelRuntimeError], int] = {
     rt.InvalidModelName: 400,
     rt.ModelNotFound: 404,
     rt.BackendUnavailable: 400,
     rt.DeviceUnavailable: 422,
     rt.ModelNotLoaded: 409,
+    rt.Busy: 429,
+    rt.InsufficientMemory: 507,
+    rt.TooManyModels: 503,
     rt.ContextOverflow: 413,
     rt.ModelLoadFailed: 503,
     rt.WorkerDied: 503,
@@ -67,13 +76,21 @@ def status_of(exc: BaseException) -> int:
     return 500
 
 
-def _body(name: str, detail: str, status: int) -> Response:
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds a client should wait before retrying, for errors that say so (429)."""
+    value = getattr(exc, "retry_after_s", None)
+    return float(value) if value is not None else None
+
+
+def _body(name: str, detail: str, status: int, retry_after_s: float | None = None) -> Response:
     if request.path.startswith("/v1/"):
         payload: dict[str, Any] = {"error": {"message": detail, "type": name, "code": status}}
     else:
         payload = {"error": name, "detail": detail, "status": status}
     response = jsonify(payload)
     response.status_code = status
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(max(1, round(retry_after_s)))
     return response
 
 
@@ -82,11 +99,11 @@ def register(app: Quart) -> None:
 
     @app.errorhandler(ApiError)
     async def api_error(exc: ApiError) -> Response:
-        return _body(type(exc).__name__, exc.detail, exc.status)
+        return _body(type(exc).__name__, exc.detail, exc.status, retry_after(exc))
 
     @app.errorhandler(rt.ModelRuntimeError)
     async def runtime_error(exc: rt.ModelRuntimeError) -> Response:
-        return _body(type(exc).__name__, str(exc), status_of(exc))
+        return _body(type(exc).__name__, str(exc), status_of(exc), retry_after(exc))
 
     @app.errorhandler(RequestSchemaValidationError)
     async def invalid_body(exc: RequestSchemaValidationError) -> Response:

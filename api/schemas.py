@@ -29,6 +29,9 @@ class LoadRequest(Strict):
     model: str = Field(min_length=1, max_length=255)
     device: DeviceName = "auto"
     backend: BackendName | None = Field(None, description="Force a backend; default: the model's own.")
+    idle_unload_s: float | None = Field(
+        None, ge=0, le=30 * 24 * 3600, description="Unload after this long unused (0 = never); default: the setting."
+    )
 
 
 class UnloadRequest(Strict):
@@ -93,6 +96,9 @@ class WorkerState(BaseModel):
     load_time_s: float
     chats: list[str]
     busy: bool
+    queued: int = 0
+    idle_s: float = 0.0
+    idle_unload_s: float = 0.0
 
 
 class StatusResponse(BaseModel):

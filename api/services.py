@@ -8,6 +8,7 @@ from quart import current_app
 
 from api.chatlog import ChatLog
 from api.conversation import Conversations
+from api.metrics import Metrics
 from api.settings import ApiSettings
 from runtime.client import ModelRuntime
 
@@ -18,6 +19,7 @@ class Services:
     runtime: ModelRuntime
     conversations: Conversations
     chatlog: ChatLog
+    metrics: Metrics
 
 
 def services() -> Services:

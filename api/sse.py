@@ -27,11 +27,29 @@ def respond(body: AsyncIterator[bytes]) -> Response:
     return response
 
 
-async def turn_events(conversations: Conversations, turn: Turn) -> AsyncIterator[bytes]:
-    """``token`` events with ``{"text"}``, then ``done`` with the stored message, or ``error``."""
+async def start_turn_events(conversations: Conversations, turn: Turn) -> AsyncIterator[bytes]:
+    """Start the reply and wait for its first chunk, so a refusal (a full queue, a dead
+    worker) is raised here, as a real HTTP error, before any response is committed."""
+    reply = conversations.run(turn)
+    try:
+        first = await anext(reply)
+    except BaseException:
+        await reply.aclose()
+        raise
+    return _turn_events(turn, first, reply)
+
+
+async def _turn_events(turn: Turn, first: str | ReplyDone, rest: AsyncIterator[str | ReplyDone]) -> AsyncIterator[bytes]:
+    """``start``, ``token`` events with ``{"text"}``, then ``done`` with the stored message, or ``error``."""
     yield event("start", {"message_id": turn.reply.id, "model": turn.worker.key.model,
                           "device": turn.worker.device, "dropped_messages": turn.dropped})
-    async with contextlib.aclosing(conversations.run(turn)) as reply:
+
+    async def items() -> AsyncIterator[str | ReplyDone]:
+        yield first
+        async for item in rest:
+            yield item
+
+    async with contextlib.aclosing(rest), contextlib.aclosing(items()) as reply:
         try:
             async for item in reply:
                 if isinstance(item, ReplyDone):

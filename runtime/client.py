@@ -36,6 +36,9 @@ class WorkerInfo:
     has_chat_template: bool
     holders: tuple[str, ...]
     busy: bool
+    queued: int = 0  # requests waiting behind the running one
+    idle_s: float = 0.0  # seconds since it last served a request
+    idle_unload_s: float = 0.0  # unloaded after this long unused (0 = never)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +70,17 @@ class ModelRuntime(Protocol):
         ...
 
     async def load(
-        self, holder: str, model: str, device: Device = "auto", backend: str | None = None
+        self,
+        holder: str,
+        model: str,
+        device: Device = "auto",
+        backend: str | None = None,
+        idle_unload_s: float | None = None,
     ) -> WorkerInfo:
-        """Make ``holder`` hold a worker for ``model``, starting one if none runs."""
+        """Make ``holder`` hold a worker for ``model``, starting one if none runs.
+
+        ``idle_unload_s`` overrides the idle-unload setting for a new worker (0 = never).
+        """
         ...
 
     async def unload(self, holder: str) -> UnloadResult | None:
@@ -86,6 +97,10 @@ class ModelRuntime(Protocol):
 
     def workers(self) -> list[WorkerInfo]:
         """Every running worker."""
+        ...
+
+    def worker_deaths(self) -> int:
+        """How many workers died (not unloaded) since the runtime started."""
         ...
 
     async def count_tokens(self, holder: str, messages: Sequence[ChatMessage]) -> int:

@@ -9,6 +9,9 @@ Hierarchy (everything the runtime raises is a ``ModelRuntimeError``)::
     ├── DeviceUnavailable     ``gpu`` asked for where the worker sees no CUDA device
     ├── ModelLoadFailed       the worker could not load the weights (corrupt file, OOM, ...)
     ├── ModelNotLoaded        a request for a worker that is not running
+    ├── Busy                  the worker's queue is full; try again after ``retry_after_s``
+    ├── InsufficientMemory    the model does not fit in free RAM/VRAM (nothing idle to unload)
+    ├── TooManyModels         the loaded-model cap is reached (nothing idle to unload)
     ├── ContextOverflow       the newest message alone does not fit the context window
     ├── GenerationFailed      one request failed; the worker is still usable (recoverable)
     └── WorkerDied            the worker process ended; every pending request fails (fatal)
@@ -46,6 +49,22 @@ class ModelLoadFailed(ModelRuntimeError):
 
 class ModelNotLoaded(ModelRuntimeError):
     """No worker is running for that model and device."""
+
+
+class Busy(ModelRuntimeError):
+    """The worker already has as many waiting requests as allowed."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class InsufficientMemory(ModelRuntimeError):
+    """Loading would exceed the free memory, and no idle worker could be unloaded to make room."""
+
+
+class TooManyModels(ModelRuntimeError):
+    """The cap on loaded models is reached, and no idle worker could be unloaded."""
 
 
 class ContextOverflow(ModelRuntimeError):

@@ -15,11 +15,13 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -30,10 +32,13 @@ from runtime.client import FittedPrompt, UnloadResult, WorkerInfo, WorkerKey
 from runtime.discovery import ModelInfo
 from runtime.errors import (
     BackendUnavailable,
+    Busy,
     ContextOverflow,
+    InsufficientMemory,
     ModelLoadFailed,
     ModelNotLoaded,
     ModelRuntimeError,
+    TooManyModels,
     WorkerDied,
     from_wire,
 )
@@ -70,9 +75,15 @@ _COMPATIBLE = {
 class _Worker:
     """Parent-side handle of one worker process."""
 
-    def __init__(self, key: WorkerKey, spec: WorkerSpec, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, key: WorkerKey, spec: WorkerSpec, loop: asyncio.AbstractEventLoop, max_queue: int, idle_unload_s: float
+    ) -> None:
         self.key = key
         self.holders: set[str] = set()
+        self.idle_unload_s = idle_unload_s
+        self.last_used = time.monotonic()
+        self._max_queue = max_queue
+        self._entered = 0  # requests running or waiting for the lock
         self.ready: Ready | None = None
         self.lock = asyncio.Lock()  # one request at a time; asyncio.Lock wakes waiters FIFO
         self._loop = loop
@@ -140,10 +151,35 @@ class _Worker:
 
     # -- requests ----------------------------------------------------------------------------
 
+    @property
+    def queued(self) -> int:
+        return max(0, self._entered - (1 if self.lock.locked() else 0))
+
+    @property
+    def idle(self) -> bool:
+        return self._entered == 0
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Wait for this worker, FIFO, refusing when the queue is full."""
+        if self.queued >= self._max_queue:
+            raise Busy(
+                f"{self.key.model} already has {self.queued} requests waiting; try again shortly",
+                retry_after_s=float(1 + self.queued),
+            )
+        self._entered += 1
+        try:
+            async with self.lock:
+                self.last_used = time.monotonic()
+                yield
+        finally:
+            self._entered -= 1
+            self.last_used = time.monotonic()
+
     async def generate(
         self, messages: Sequence[ChatMessage], params: GenerationParams
     ) -> AsyncIterator[Event]:
-        async with self.lock:
+        async with self._turn():
             request_id = uuid.uuid4().hex
             queue = self._open(request_id)
             finished = False
@@ -164,7 +200,7 @@ class _Worker:
                     self._sender.submit(self._send_quietly, Abort(request_id))
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        async with self.lock:
+        async with self._turn():
             request_id = uuid.uuid4().hex
             queue = self._open(request_id)
             try:
@@ -190,6 +226,9 @@ class _Worker:
             has_chat_template=self.ready.has_chat_template,
             holders=tuple(sorted(self.holders)),
             busy=self.lock.locked(),
+            queued=self.queued,
+            idle_s=time.monotonic() - self.last_used if self.idle else 0.0,
+            idle_unload_s=self.idle_unload_s,
         )
 
     # -- pipe --------------------------------------------------------------------------------
@@ -267,7 +306,12 @@ class Runtime:
         self._workers: dict[WorkerKey, _Worker] = {}
         self._held: dict[str, WorkerKey] = {}
         self._loading: dict[WorkerKey, asyncio.Lock] = {}
+        self._admitting = asyncio.Lock()  # one admission decision at a time
         self._exit_reasons: dict[str, str] = {}  # holder -> why its worker went away
+        self._deaths = 0
+        self._reaper: asyncio.Task[None] | None = None
+        self._pids = _PidFile(self.settings.state_dir / "workers.pids")
+        self._pids.reap_orphans()
 
     def models(self) -> list[ModelInfo]:
         return discovery.scan(self.settings.models_dir)
@@ -276,7 +320,12 @@ class Runtime:
         return discovery.resolve(self.settings.models_dir, model)
 
     async def load(
-        self, holder: str, model: str, device: Device = "auto", backend: str | None = None
+        self,
+        holder: str,
+        model: str,
+        device: Device = "auto",
+        backend: str | None = None,
+        idle_unload_s: float | None = None,
     ) -> WorkerInfo:
         info, backend = self._choose_backend(self.resolve(model), device, backend)
         key = WorkerKey(info.name, device, backend)
@@ -284,8 +333,10 @@ class Runtime:
         async with lock:
             running = self._workers.get(key)
             if running is None:
-                running = await self._start(key, info)
+                idle = self.settings.idle_unload_s if idle_unload_s is None else idle_unload_s
+                running = await self._start(key, info, idle)
             running.holders.add(holder)
+            running.last_used = time.monotonic()
         previous = self._held.get(holder)
         self._held[holder] = key
         self._exit_reasons.pop(holder, None)
@@ -323,15 +374,22 @@ class Runtime:
             return None
         return export if export.backend == "onnx" else None
 
-    async def _start(self, key: WorkerKey, info: ModelInfo) -> _Worker:
+    async def _start(self, key: WorkerKey, info: ModelInfo, idle_unload_s: float) -> _Worker:
         n_ctx = self.settings.n_ctx
         if info.context_length:
             n_ctx = min(n_ctx, info.context_length)
         spec = WorkerSpec(str(info.path), key.backend, key.device, n_ctx, self.settings.n_threads)
-        handle = _Worker(key, spec, asyncio.get_running_loop())
-        handle.on_death.append(self._forget)
-        ready = await handle.start(self.settings.load_timeout_s)
-        self._workers[key] = handle
+        async with self._admitting:
+            await self._admit(info, key)
+            handle = _Worker(key, spec, asyncio.get_running_loop(), self.settings.max_queue, idle_unload_s)
+            handle.on_death.append(self._forget)
+            try:
+                ready = await handle.start(self.settings.load_timeout_s)
+            finally:
+                if handle.process.pid is not None:
+                    self._pids.add(handle.process.pid)
+            self._workers[key] = handle
+        self._ensure_reaper()
         log.info(
             "loaded %s on %s with %s in %.2f s (pid %s)",
             key.model, ready.device, key.backend, ready.load_time_s, ready.pid,
@@ -339,8 +397,11 @@ class Runtime:
         return handle
 
     def _forget(self, handle: _Worker, error: WorkerDied) -> None:
+        if handle.process.pid is not None:
+            self._pids.discard(handle.process.pid)
         if self._workers.get(handle.key) is not handle:
             return
+        self._deaths += 1
         del self._workers[handle.key]
         log.error("%s", error)
         for holder in handle.holders:
@@ -364,9 +425,88 @@ class Runtime:
         if handle.holders:
             return UnloadResult(key, pid, False, False, None, len(handle.holders))
         del self._workers[key]
-        exited, code = await handle.stop(self.settings.shutdown_timeout_s)
+        exited, code = await self._stop(handle)
         log.info("unloaded %s (pid %s, exit code %s)", key.model, pid, code)
         return UnloadResult(key, pid, True, exited, code, 0)
+
+    async def _stop(self, handle: _Worker) -> tuple[bool, int | None]:
+        exited, code = await handle.stop(self.settings.shutdown_timeout_s)
+        if handle.process.pid is not None and exited:
+            self._pids.discard(handle.process.pid)
+        return exited, code
+
+    async def _evict(self, handle: _Worker, reason: str) -> None:
+        """Unload a worker for every holder, recording why (idle, or room for another model)."""
+        if self._workers.get(handle.key) is not handle:
+            return
+        del self._workers[handle.key]
+        for holder in handle.holders:
+            if self._held.get(holder) == handle.key:
+                del self._held[holder]
+                self._exit_reasons[holder] = reason
+        log.info("%s: %s", handle.key.model, reason)
+        await self._stop(handle)
+
+    # -- admission -----------------------------------------------------------------------------
+
+    async def _admit(self, info: ModelInfo, key: WorkerKey) -> None:
+        """Make room for a new worker, or refuse with the numbers.
+
+        Needed memory is estimated from the size on disk (weights plus working memory);
+        free memory is what the OS reports as available (NVML's free VRAM for ``gpu``).
+        Least recently used idle workers are unloaded when ``evict_idle`` allows it.
+        """
+        need_mb = info.size_bytes / 2**20 * 1.2 + 300
+        while True:
+            free_mb = self._free_mb(key.device)
+            fits = free_mb - self.settings.memory_headroom_mb >= need_mb
+            room = len(self._workers) < self.settings.max_workers
+            if fits and room:
+                return
+            idle = sorted((w for w in self._workers.values() if w.idle), key=lambda w: w.last_used)
+            if not idle or not self.settings.evict_idle:
+                if not room:
+                    raise TooManyModels(
+                        f"{len(self._workers)} models are loaded, the most allowed (LLMCHAT_MAX_WORKERS), "
+                        "and none is idle; unload one first"
+                    )
+                raise InsufficientMemory(
+                    f"{info.name} needs about {need_mb:,.0f} MB; {free_mb:,.0f} MB is free and "
+                    f"{self.settings.memory_headroom_mb} MB is kept in reserve"
+                )
+            await self._evict(idle[0], f"unloaded to make room for {info.name}")
+
+    @staticmethod
+    def _free_mb(device: Device) -> float:
+        if device == "gpu" and nvidia_device_count() > 0:
+            try:
+                import pynvml
+
+                pynvml.nvmlInit()
+                try:
+                    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+                    return float(pynvml.nvmlDeviceGetMemoryInfo(handle).free) / 2**20
+                finally:
+                    pynvml.nvmlShutdown()
+            except Exception:  # noqa: BLE001 - no NVML: fall back to host memory
+                pass
+        return float(psutil.virtual_memory().available) / 2**20
+
+    # -- idle unload ----------------------------------------------------------------------------
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+
+    async def _reap_idle(self) -> None:
+        while self._workers:
+            limits = [w.idle_unload_s for w in self._workers.values() if w.idle_unload_s > 0]
+            await asyncio.sleep(min(30.0, max(0.2, min(limits, default=30.0) / 4)))
+            now = time.monotonic()
+            for handle in list(self._workers.values()):
+                if handle.idle_unload_s > 0 and handle.idle and now - handle.last_used >= handle.idle_unload_s:
+                    minutes = handle.idle_unload_s / 60
+                    await self._evict(handle, f"unloaded after {minutes:g} min without use (idle unload)")
 
     def holding(self, holder: str) -> WorkerInfo | None:
         key = self._held.get(holder)
@@ -378,6 +518,9 @@ class Runtime:
 
     def workers(self) -> list[WorkerInfo]:
         return [handle.info() for handle in self._workers.values()]
+
+    def worker_deaths(self) -> int:
+        return self._deaths
 
     def _handle(self, holder: str) -> _Worker:
         key = self._held.get(holder)
@@ -433,12 +576,63 @@ class Runtime:
                 yield event
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         handles = list(self._workers.values())
         self._workers.clear()
         self._held.clear()
-        await asyncio.gather(
-            *(h.stop(self.settings.shutdown_timeout_s) for h in handles), return_exceptions=True
-        )
+        await asyncio.gather(*(self._stop(h) for h in handles), return_exceptions=True)
+
+
+class _PidFile:
+    """Records worker pids with their parent, so a restarted API can end workers an earlier
+    run left behind (the parent-death signal covers Linux; this covers the rest)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._pids: set[int] = set()
+
+    def reap_orphans(self) -> None:
+        try:
+            lines = self._path.read_text().split()
+        except OSError:
+            return
+        kept = []
+        for entry in lines:
+            try:
+                pid, parent = (int(part) for part in entry.split(":"))
+            except ValueError:
+                continue
+            if _pid_running(parent) and parent != os.getpid():
+                kept.append(entry)  # another live runtime's worker: not ours to end
+                continue
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                if "multiprocessing" in " ".join(process.cmdline()):
+                    log.warning("ending worker pid %s left behind by an earlier run", pid)
+                    process.kill()
+        self._write(kept)
+
+    def add(self, pid: int) -> None:
+        self._pids.add(pid)
+        self._save()
+
+    def discard(self, pid: int) -> None:
+        if pid in self._pids:
+            self._pids.discard(pid)
+            self._save()
+
+    def _save(self) -> None:
+        try:
+            others = [e for e in self._path.read_text().split() if not e.endswith(f":{os.getpid()}")]
+        except OSError:
+            others = []
+        self._write(others + [f"{pid}:{os.getpid()}" for pid in sorted(self._pids)])
+
+    def _write(self, entries: list[str]) -> None:
+        with contextlib.suppress(OSError):
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._path.write_text("\n".join(entries) + ("\n" if entries else ""))
 
 
 __all__ = ["Runtime"]

@@ -29,6 +29,16 @@ class RuntimeSettings(BaseSettings):
         True,
         description="Run a Transformers model on CPU from its ONNX export (<name>-onnx) when one exists.",
     )
+    idle_unload_s: float = Field(
+        1800.0, ge=0, description="Unload a worker nobody used for this long (0 = never); a load may override it."
+    )
+    max_workers: int = Field(4, ge=1, description="Most models loaded at once.")
+    max_queue: int = Field(8, ge=1, description="Requests waiting per worker beyond the running one; more get 429.")
+    evict_idle: bool = Field(
+        True, description="Unload the least recently used idle workers when a new load needs room."
+    )
+    memory_headroom_mb: int = Field(512, ge=0, description="Memory kept free when admitting a load.")
+    state_dir: Path = Field(PROJECT_ROOT / "data", description="Where the runtime records its worker pids.")
     load_timeout_s: float = Field(600.0, gt=0, description="Longest a worker may take to load.")
     shutdown_timeout_s: float = Field(
         5.0, gt=0, description="Grace period for a worker to exit before it is killed."

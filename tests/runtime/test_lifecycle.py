@@ -1,0 +1,108 @@
+"""Idle unload, admission (memory and worker cap), bounded queues and orphan reaping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runtime.default_model import GGUF_NAME
+from runtime.errors import Busy, InsufficientMemory, TooManyModels
+from runtime.manager import Runtime
+from runtime.protocol import ChatMessage, GenerationParams, TokenChunk
+from runtime.settings import RuntimeSettings
+
+ENDLESS = [ChatMessage("user", "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,")]
+
+
+def _settings(base: RuntimeSettings, tmp_path: Path, **changes: object) -> RuntimeSettings:
+    return base.model_copy(update={"state_dir": tmp_path, **changes})
+
+
+async def test_idle_worker_is_unloaded_with_a_reason(runtime_settings: RuntimeSettings, tmp_path: Path) -> None:
+    rt = Runtime(_settings(runtime_settings, tmp_path))
+    try:
+        short = await rt.load("brief", GGUF_NAME, "cpu", idle_unload_s=1.0)
+        kept = await rt.load("forever", GGUF_NAME, "auto", idle_unload_s=0)
+        assert short.idle_unload_s == 1.0 and kept.idle_unload_s == 0
+        deadline = time.monotonic() + 10
+        while rt.holding("brief") is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert rt.holding("brief") is None
+        assert "idle unload" in (rt.exit_reason("brief") or "")
+        assert not psutil.pid_exists(short.pid)
+        assert rt.holding("forever") is not None  # 0 means never
+        assert rt.worker_deaths() == 0
+    finally:
+        await rt.close()
+
+
+async def test_worker_cap_evicts_the_least_recently_used_idle_worker(
+    runtime_settings: RuntimeSettings, tmp_path: Path
+) -> None:
+    rt = Runtime(_settings(runtime_settings, tmp_path, max_workers=1))
+    try:
+        first = await rt.load("a", GGUF_NAME, "cpu")
+        second = await rt.load("b", GGUF_NAME, "auto")  # another key: needs a second worker
+        assert rt.holding("a") is None and "make room" in (rt.exit_reason("a") or "")
+        assert not psutil.pid_exists(first.pid) and psutil.pid_exists(second.pid)
+    finally:
+        await rt.close()
+    strict = Runtime(_settings(runtime_settings, tmp_path, max_workers=1, evict_idle=False))
+    try:
+        await strict.load("a", GGUF_NAME, "cpu")
+        with pytest.raises(TooManyModels, match="LLMCHAT_MAX_WORKERS"):
+            await strict.load("b", GGUF_NAME, "auto")
+        assert strict.holding("a") is not None
+    finally:
+        await strict.close()
+
+
+async def test_a_model_that_does_not_fit_is_refused_with_numbers(
+    runtime_settings: RuntimeSettings, tmp_path: Path
+) -> None:
+    rt = Runtime(_settings(runtime_settings, tmp_path, memory_headroom_mb=10**8))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    try:
+        with pytest.raises(InsufficientMemory, match=r"needs about [\d,]+ MB; [\d,]+ MB is free"):
+            await rt.load("a", GGUF_NAME, "cpu")
+        assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+    finally:
+        await rt.close()
+
+
+async def test_queue_beyond_the_limit_is_refused(runtime_settings: RuntimeSettings, tmp_path: Path) -> None:
+    rt = Runtime(_settings(runtime_settings, tmp_path, max_queue=1))
+    try:
+        await rt.load("q", GGUF_NAME, "cpu")
+        params = GenerationParams(max_new_tokens=400, temperature=0)
+        async with contextlib.aclosing(rt.generate("q", ENDLESS, params)) as running:
+            await anext(running)  # the worker is busy now
+            waiting = asyncio.create_task(rt.count_tokens("q", ENDLESS))  # one may wait
+            await asyncio.sleep(0.1)
+            assert rt.holding("q").queued == 1  # type: ignore[union-attr]
+            with pytest.raises(Busy) as refused:
+                await rt.count_tokens("q", ENDLESS)
+            assert refused.value.retry_after_s >= 1
+        assert await waiting > 0  # the waiting request ran once the first was aborted
+        async for event in rt.generate("q", ENDLESS, GenerationParams(max_new_tokens=4, temperature=0)):
+            assert isinstance(event, TokenChunk) or event.finish_reason == "length"
+    finally:
+        await rt.close()
+
+
+def test_workers_left_by_a_dead_runtime_are_ended(runtime_settings: RuntimeSettings, tmp_path: Path) -> None:
+    # A stand-in for an orphaned worker: a multiprocessing process whose recorded parent is gone.
+    orphan = subprocess.Popen([sys.executable, "-c", "import multiprocessing, time; time.sleep(60)"])
+    dead_parent = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_parent.wait()
+    (tmp_path / "workers.pids").write_text(f"{orphan.pid}:{dead_parent.pid}\n")
+    Runtime(_settings(runtime_settings, tmp_path))
+    assert orphan.wait(timeout=5) != 0
+    assert (tmp_path / "workers.pids").read_text() == ""
