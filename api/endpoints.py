@@ -48,7 +48,7 @@ def _worker_state(w: WorkerInfo) -> WorkerState:
     return WorkerState(
         model=w.key.model, device=w.key.device, backend=w.key.backend, running_on=w.device,  # type: ignore[arg-type]
         pid=w.pid, context_length=w.context_length, load_time_s=w.load_time_s, chats=list(w.holders), busy=w.busy,
-        queued=w.queued, idle_s=w.idle_s, idle_unload_s=w.idle_unload_s,
+        queued=w.queued, idle_s=w.idle_s, idle_unload_s=w.idle_unload_s, cuda_visible_devices=w.cuda_visible_devices,
     )
 
 
@@ -140,7 +140,8 @@ async def unload(data: UnloadRequest) -> UnloadResponse:
     if result is None:
         return UnloadResponse(status="not_loaded", chat_id=chat.id, model=chat.model, device=chat.device)
     return UnloadResponse(status="unloaded", chat_id=chat.id, model=result.key.model, device=result.key.device,
-                          process_exited=result.exited if result.stopped else None, shared=not result.stopped)
+                          process_exited=result.exited if result.stopped else None, shared=not result.stopped,
+                          freed_mb=result.freed_mb)
 
 
 @blueprint.post("/chat")

@@ -99,6 +99,7 @@ class WorkerState(BaseModel):
     queued: int = 0
     idle_s: float = 0.0
     idle_unload_s: float = 0.0
+    cuda_visible_devices: str | None = None
 
 
 class StatusResponse(BaseModel):
@@ -175,6 +176,9 @@ class UnloadResponse(BaseModel):
     model: str | None = None
     device: str | None = None
     process_exited: bool | None = Field(None, description="Checked after the worker stopped.")
+    freed_mb: float | None = Field(
+        None, description="Memory given back: the worker's resident memory on CPU, its VRAM (NVML) on a GPU."
+    )
     shared: bool = Field(False, description="Other chats still use the worker, so it keeps running.")
 
 

@@ -39,6 +39,7 @@ class WorkerInfo:
     queued: int = 0  # requests waiting behind the running one
     idle_s: float = 0.0  # seconds since it last served a request
     idle_unload_s: float = 0.0  # unloaded after this long unused (0 = never)
+    cuda_visible_devices: str | None = None  # the worker's GPU pinning, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class UnloadResult:
     exited: bool
     exit_code: int | None
     remaining_holders: int
+    freed_mb: float | None = None  # resident memory on CPU, VRAM (NVML) on CUDA, measured
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,6 +229,7 @@ class _Worker:
             queued=self.queued,
             idle_s=time.monotonic() - self.last_used if self.idle else 0.0,
             idle_unload_s=self.idle_unload_s,
+            cuda_visible_devices=self.ready.cuda_visible_devices,
         )
 
     # -- pipe --------------------------------------------------------------------------------
@@ -289,6 +290,45 @@ class _Worker:
             queue.put_nowait(error)
         for callback in self.on_death:
             callback(self, error)
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
+        return None
+
+
+def _gpu_used_mb(pid: int) -> float | None:
+    """GPU memory NVML attributes to ``pid`` over all devices (None without NVML)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            used = 0
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                device = pynvml.nvmlDeviceGetHandleByIndex(index)
+                for process in pynvml.nvmlDeviceGetComputeRunningProcesses(device):
+                    if process.pid == pid and process.usedGpuMemory:
+                        used += process.usedGpuMemory
+            return used / 2**20
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML, no answer
+        return None
+
+
+async def _gpu_released_mb(pid: int, before: float | None, within_s: float = 10.0) -> float | None:
+    """Wait (bounded) until NVML no longer charges ``pid`` any memory; return what was freed."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        used = await asyncio.to_thread(_gpu_used_mb, pid)
+        if not used:
+            return before
+        await asyncio.sleep(0.2)
+    log.warning("NVML still charges %s MB to exited worker %s", used, pid)
+    return (before or 0) - (used or 0)
 
 
 def _pid_running(pid: int) -> bool:
@@ -378,7 +418,10 @@ class Runtime:
         n_ctx = self.settings.n_ctx
         if info.context_length:
             n_ctx = min(n_ctx, info.context_length)
-        spec = WorkerSpec(str(info.path), key.backend, key.device, n_ctx, self.settings.n_threads)
+        spec = WorkerSpec(
+            str(info.path), key.backend, key.device, n_ctx, self.settings.n_threads,
+            self.settings.cuda_visible_devices, self.settings.gpu_memory_fraction,
+        )
         async with self._admitting:
             await self._admit(info, key)
             handle = _Worker(key, spec, asyncio.get_running_loop(), self.settings.max_queue, idle_unload_s)
@@ -425,9 +468,12 @@ class Runtime:
         if handle.holders:
             return UnloadResult(key, pid, False, False, None, len(handle.holders))
         del self._workers[key]
+        on_gpu = handle.ready is not None and handle.ready.device == "cuda"
+        before = _gpu_used_mb(pid) if on_gpu else _rss_mb(pid)
         exited, code = await self._stop(handle)
-        log.info("unloaded %s (pid %s, exit code %s)", key.model, pid, code)
-        return UnloadResult(key, pid, True, exited, code, 0)
+        freed = await _gpu_released_mb(pid, before) if on_gpu else before
+        log.info("unloaded %s (pid %s, exit code %s, %.0f MB freed)", key.model, pid, code, freed or 0)
+        return UnloadResult(key, pid, True, exited, code, 0, freed)
 
     async def _stop(self, handle: _Worker) -> tuple[bool, int | None]:
         exited, code = await handle.stop(self.settings.shutdown_timeout_s)

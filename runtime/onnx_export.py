@@ -44,7 +44,7 @@ def export_fp32(source: Path, target: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     model = ORTModelForCausalLM.from_pretrained(str(source), export=True, use_cache=True)
     model.save_pretrained(partial)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(partial)
+    AutoTokenizer.from_pretrained(str(source), fix_mistral_regex=False).save_pretrained(partial)
     _copy_sidecars(source, partial)
     partial.replace(target)
     _say(f"{target.name}/ written in {time.perf_counter() - started:.0f} s")

@@ -62,6 +62,8 @@ class WorkerSpec:
     device: Device
     n_ctx: int
     n_threads: int
+    cuda_visible_devices: str | None = None  # set in the worker before any CUDA library loads
+    gpu_memory_fraction: float | None = None
 
 
 # Parent -> worker
@@ -104,6 +106,7 @@ class Ready:
     context_length: int
     load_time_s: float
     has_chat_template: bool
+    cuda_visible_devices: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,12 @@ class RuntimeSettings(BaseSettings):
     )
     memory_headroom_mb: int = Field(512, ge=0, description="Memory kept free when admitting a load.")
     state_dir: Path = Field(PROJECT_ROOT / "data", description="Where the runtime records its worker pids.")
+    cuda_visible_devices: str | None = Field(
+        None, description="Pin workers to these GPUs (CUDA_VISIBLE_DEVICES in each worker, e.g. '1')."
+    )
+    gpu_memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="Cap a Transformers worker's share of GPU memory (torch)."
+    )
     load_timeout_s: float = Field(600.0, gt=0, description="Longest a worker may take to load.")
     shutdown_timeout_s: float = Field(
         5.0, gt=0, description="Grace period for a worker to exit before it is killed."

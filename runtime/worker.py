@@ -55,6 +55,9 @@ def main(spec: WorkerSpec, conn: Connection, parent_pid: int) -> None:
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if spec.cuda_visible_devices is not None:
+        # Before any backend import: CUDA reads it once, when it initialises.
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
     started = time.perf_counter()
     try:
         backend = backends.create(spec.backend)
@@ -71,6 +74,7 @@ def main(spec: WorkerSpec, conn: Connection, parent_pid: int) -> None:
             context_length=loaded.context_length,
             load_time_s=time.perf_counter() - started,
             has_chat_template=loaded.has_chat_template,
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         )
     )
     try:

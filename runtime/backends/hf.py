@@ -48,6 +48,8 @@ class TransformersBackend(Backend):
 
     def _load_model(self, path: str, device: str, spec: WorkerSpec) -> Any:
         if device == "cuda":
+            if spec.gpu_memory_fraction is not None:
+                torch.cuda.set_per_process_memory_fraction(spec.gpu_memory_fraction, 0)
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to("cuda").eval()
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

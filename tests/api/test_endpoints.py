@@ -54,6 +54,7 @@ async def test_seed_flow_load_chat_history_status_unload(client: QuartClient, ap
     worker_pid = (await (await client.get("/status")).get_json())["workers"][0]["pid"]
     unload = await (await client.post("/unload", json={"chat_id": "seed-1", "model": GGUF, "device": "cpu"})).get_json()
     assert unload["status"] == "unloaded" and unload["process_exited"] is True
+    assert unload["freed_mb"] > 100  # the worker's resident memory, given back
     assert not psutil.pid_exists(worker_pid)
     status = await (await client.get("/status?chat_id=seed-1")).get_json()
     assert not status["loaded"] and status["model"] == GGUF  # the choice is remembered
