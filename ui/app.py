@@ -71,6 +71,7 @@ class Dashboard:
         self.api = api
         self.loaded = False
         self.models_dir = ""
+        self._listed: tuple[list[tuple[Any, ...]], str] = ([], "")
         self.chat_id = pn.widgets.TextInput(name="chat_id", visible=False)
         self.new_chat = pn.widgets.Button(name="New chat", button_type="primary", icon="plus", sizing_mode="stretch_width")
         self.chat_list = pn.Column(sizing_mode="stretch_width", css_classes=["chat-list"])
@@ -362,6 +363,10 @@ class Dashboard:
 
     async def _refresh_chats(self) -> None:
         chats = await self._guard(self.api.chats()) or []
+        shown = [(c["chat_id"], c["title"], c["loaded"], c.get("model"), c.get("device")) for c in chats]
+        if (shown, self.chat_id.value) == self._listed:
+            return  # rebuilding would replace buttons under the user's pointer for nothing
+        self._listed = (shown, self.chat_id.value)
         items = []
         for c in chats:
             current = c["chat_id"] == self.chat_id.value

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from httpx_sse import connect_sse
 
 from runtime.default_model import GGUF_NAME
 from runtime.settings import RuntimeSettings
-from tests.benchmarks.bench_runtime import PROMPT, Run, in_process
+from tests.benchmarks.bench_runtime import PROMPT, Run, in_process, report
 from tests.servers import ApiServer
 
 
@@ -67,22 +66,7 @@ def main() -> None:
             ours.append(through_api(http, n, args.max_new_tokens))
     finally:
         server.stop()
-    if any(a[3] != b[3] for a, b in zip(raw, ours)):
-        raise SystemExit("greedy outputs differ between the two paths; the comparison is void")
-    raw = [(r[0], r[1], o[2], r[3]) for r, o in zip(raw, ours)]
-    raw_ttft = statistics.median(r[0] for r in raw)
-    our_ttft = statistics.median(r[0] for r in ours)
-    raw_tps = statistics.median(r[2] / r[1] for r in raw)
-    our_tps = statistics.median(r[2] / r[1] for r in ours)
-    print(f"default GGUF, greedy, {args.max_new_tokens} new tokens, {args.runs} runs each, medians")
-    print(f"{'path':32} {'first token ms':>15} {'tokens/s':>9}")
-    print(f"{'llama-cpp-python in-process':32} {raw_ttft * 1000:15.1f} {raw_tps:9.2f}")
-    print(f"{'API: Hypercorn + SSE':32} {our_ttft * 1000:15.1f} {our_tps:9.2f}")
-    ratio, overhead = our_tps / raw_tps, (our_ttft - raw_ttft) * 1000
-    print(f"tokens/s ratio {ratio:.3f} (goal >= 0.95): {'ok' if ratio >= 0.95 else 'MISSED'}")
-    print(f"first-token overhead {overhead:+.1f} ms (goal <= 25 ms): {'ok' if overhead <= 25 else 'MISSED'}")
-    print(f"tokens per run (identical greedy text on both sides): {[r[2] for r in ours]}")
-
+    report(raw, ours, "API: Hypercorn + SSE", args.max_new_tokens, min_ratio=0.95, max_overhead_ms=25)
 
 if __name__ == "__main__":
     main()

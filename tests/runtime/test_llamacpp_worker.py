@@ -24,8 +24,9 @@ from runtime.errors import (
     WorkerDied,
 )
 from runtime.manager import Runtime
-from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
+from runtime.protocol import ChatMessage, GenerationParams, TokenChunk
 from runtime.settings import RuntimeSettings
+from tests.runtime.streams import collect
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
 GREEDY = GenerationParams(max_new_tokens=40, temperature=0.0)
@@ -42,24 +43,12 @@ async def runtime(runtime_settings: RuntimeSettings) -> AsyncIterator[Runtime]:
     await rt.close()
 
 
-async def _reply(rt: Runtime, holder: str, messages: list[ChatMessage], params: GenerationParams) -> tuple[str, Finished]:
-    parts: list[str] = []
-    finished = None
-    async for event in rt.generate(holder, messages, params):
-        if isinstance(event, TokenChunk):
-            parts.append(event.text)
-        else:
-            finished = event
-    assert finished is not None
-    return "".join(parts), finished
-
-
 def _children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 async def test_greedy_reply_is_real_and_ends_at_the_turn(runtime: Runtime) -> None:
-    text, finished = await _reply(runtime, "main", QUESTION, GREEDY)
+    text, finished = await collect(runtime, "main", QUESTION, GREEDY)
     assert "Paris" in text
     assert "User:" not in text and not text.startswith(" ")
     assert finished.finish_reason == "stop"
@@ -78,9 +67,9 @@ async def test_worker_reports_what_it_runs_on(runtime: Runtime) -> None:
 
 
 async def test_max_new_tokens_and_stop_are_honoured(runtime: Runtime) -> None:
-    _, finished = await _reply(runtime, "main", QUESTION, GenerationParams(max_new_tokens=3, temperature=0))
+    _, finished = await collect(runtime, "main", QUESTION, GenerationParams(max_new_tokens=3, temperature=0))
     assert (finished.metrics.completion_tokens, finished.finish_reason) == (3, "length")
-    text, finished = await _reply(
+    text, finished = await collect(
         runtime, "main", QUESTION, GenerationParams(max_new_tokens=40, temperature=0, stop=("France",))
     )
     assert "France" not in text and finished.finish_reason == "stop"
@@ -94,7 +83,7 @@ async def test_abort_mid_stream_frees_the_worker(runtime: Runtime) -> None:
             chunks += isinstance(event, TokenChunk)
             if chunks == 3:
                 break
-    text, finished = await _reply(runtime, "main", QUESTION, GREEDY)
+    text, finished = await collect(runtime, "main", QUESTION, GREEDY)
     assert "Paris" in text
     # 400 tokens would take over 10 s here; the abort lets the next request run at once.
     assert time.perf_counter() - started < 6
@@ -134,11 +123,11 @@ async def test_kill_mid_stream_fails_within_a_second_and_reload_works(runtime: R
         await runtime.count_tokens("victim", QUESTION)
     again = await runtime.load("victim", GGUF_NAME, "cpu")
     assert again.pid != info.pid
-    text, _ = await _reply(runtime, "victim", QUESTION, GREEDY)
+    text, _ = await collect(runtime, "victim", QUESTION, GREEDY)
     assert "Paris" in text
     await runtime.unload("victim")
     # The other worker never noticed.
-    assert "Paris" in (await _reply(runtime, "main", QUESTION, GREEDY))[0]
+    assert "Paris" in (await collect(runtime, "main", QUESTION, GREEDY))[0]
 
 
 async def test_history_is_trimmed_to_the_context_window(runtime: Runtime) -> None:

@@ -17,6 +17,7 @@ from runtime.errors import BackendUnavailable, ModelLoadFailed, ModelNotFound
 from runtime.manager import Runtime
 from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
 from runtime.settings import RuntimeSettings
+from tests.runtime.streams import collect
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
 ENDLESS = [ChatMessage("user", "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,")]
@@ -34,14 +35,7 @@ async def runtime(runtime_settings: RuntimeSettings, models_dir: Path) -> AsyncI
 
 
 async def _greedy(rt: Runtime, holder: str, messages: list[ChatMessage]) -> tuple[str, Finished]:
-    parts, finished = [], None
-    async for event in rt.generate(holder, messages, GREEDY_32):
-        if isinstance(event, TokenChunk):
-            parts.append(event.text)
-        else:
-            finished = event
-    assert finished is not None
-    return "".join(parts), finished
+    return await collect(rt, holder, messages, GREEDY_32)
 
 
 async def test_export_generates_and_matches_transformers(runtime: Runtime) -> None:

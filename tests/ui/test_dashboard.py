@@ -132,7 +132,7 @@ def test_chat_flow_in_the_browser(page: Page, servers: tuple[ApiServer, UiServer
     assert second != first
     expect(page.get_by_text("tokens/s")).to_have_count(0)
     page.get_by_role("button", name=re.compile(r"^(● )?Continue: 1, 2")).click()
-    page.wait_for_url(re.compile(first), timeout=30_000)
+    expect(page).to_have_url(re.compile(first), timeout=30_000)
     expect(page.get_by_text("tokens/s").last).to_be_visible(timeout=30_000)
     page.screenshot(path=SHOTS / "04-two-chats.png")
 
