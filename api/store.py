@@ -6,7 +6,6 @@ pending ones at start, so an upgrade keeps every user's history.
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +115,3 @@ def chat_title(chat: Chat, first_message: str | None) -> str:
         return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
     return "New chat"
 
-
-def utc_iso(moment: datetime) -> str:
-    return moment.isoformat()

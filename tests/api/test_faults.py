@@ -31,6 +31,31 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
     assert not survivors(running.stop())
 
 
+def test_killed_worker_ends_the_stream_with_an_error_event_within_a_second(server: ApiServer) -> None:
+    http = httpx.Client(base_url=server.url, timeout=60)
+    http.post("/chats", json={"chat_id": "sse-kill", "max_new_tokens": 1000, "temperature": 0})
+    http.post("/load", json={"chat_id": "sse-kill", "model": GGUF, "device": "cpu"}).raise_for_status()
+    worker = next(w["pid"] for w in http.get("/status").json()["workers"] if "sse-kill" in w["chats"])
+    tokens, killed_at, error, waited = 0, 0.0, None, None
+    with connect_sse(http, "POST", "/chat", json={"chat_id": "sse-kill", "message": ENDLESS, "stream": True}) as source:
+        for sse in source.iter_sse():
+            if sse.event == "token":
+                tokens += 1
+                if tokens == 5:
+                    os.kill(worker, signal.SIGKILL)
+                    killed_at = time.monotonic()
+            elif sse.event == "error":
+                waited = time.monotonic() - killed_at
+                error = json.loads(sse.data)
+    assert error is not None and error["status"] == 503 and waited is not None
+    assert waited < 1.0, f"the stream ended {waited:.2f} s after the kill"
+    last = http.get("/history", params={"chat_id": "sse-kill"}).json()["messages"][-1]
+    assert last["status"] == "error" and last["text"].startswith("1, 2")
+    assert http.get("/status").status_code == 200  # the API keeps serving
+    assert http.post("/load", json={"chat_id": "sse-kill", "model": GGUF, "device": "cpu"}).status_code == 200
+    http.post("/unload", json={"chat_id": "sse-kill"})
+
+
 def test_killed_api_leaves_no_worker_and_loses_no_message(server: ApiServer) -> None:
     http = httpx.Client(base_url=server.url, timeout=60)
     http.post("/chats", json={"chat_id": "crash", "max_new_tokens": 1000, "temperature": 0})
