@@ -87,7 +87,6 @@ class _Worker:
         self.ready: Ready | None = None
         self.lock = asyncio.Lock()  # one request at a time; asyncio.Lock wakes waiters FIFO
         self._loop = loop
-        self._spec = spec
         self._pending: dict[str, asyncio.Queue[FromWorker | ModelRuntimeError]] = {}
         self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"send-{key.model}")
         self._started: asyncio.Future[Ready] = loop.create_future()
@@ -426,11 +425,8 @@ class Runtime:
             await self._admit(info, key)
             handle = _Worker(key, spec, asyncio.get_running_loop(), self.settings.max_queue, idle_unload_s)
             handle.on_death.append(self._forget)
-            try:
-                ready = await handle.start(self.settings.load_timeout_s)
-            finally:
-                if handle.process.pid is not None:
-                    self._pids.add(handle.process.pid)
+            ready = await handle.start(self.settings.load_timeout_s)
+            self._pids.add(ready.pid)  # no await since start(): a death is handled after this
             self._workers[key] = handle
         self._ensure_reaper()
         log.info(
@@ -632,11 +628,15 @@ class Runtime:
 
 class _PidFile:
     """Records worker pids with their parent, so a restarted API can end workers an earlier
-    run left behind (the parent-death signal covers Linux; this covers the rest)."""
+    run left behind (the parent-death signal covers Linux; this covers the rest).
+
+    Entries are ``pid:parent:created``; a process is ended only if it still has the
+    recorded start time, so a pid the OS has since reused is never touched.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._pids: set[int] = set()
+        self._pids: dict[int, float] = {}  # pid -> process start time
 
     def reap_orphans(self) -> None:
         try:
@@ -646,34 +646,36 @@ class _PidFile:
         kept = []
         for entry in lines:
             try:
-                pid, parent = (int(part) for part in entry.split(":"))
+                pid, parent, created = entry.split(":")
+                process_id, parent_id, started = int(pid), int(parent), float(created)
             except ValueError:
                 continue
-            if _pid_running(parent) and parent != os.getpid():
+            if _pid_running(parent_id) and parent_id != os.getpid():
                 kept.append(entry)  # another live runtime's worker: not ours to end
                 continue
             with contextlib.suppress(psutil.Error):
-                process = psutil.Process(pid)
-                if "multiprocessing" in " ".join(process.cmdline()):
-                    log.warning("ending worker pid %s left behind by an earlier run", pid)
+                process = psutil.Process(process_id)
+                if abs(process.create_time() - started) < 0.01 and "multiprocessing" in " ".join(process.cmdline()):
+                    log.warning("ending worker pid %s left behind by an earlier run", process_id)
                     process.kill()
         self._write(kept)
 
     def add(self, pid: int) -> None:
-        self._pids.add(pid)
-        self._save()
+        with contextlib.suppress(psutil.Error):
+            self._pids[pid] = psutil.Process(pid).create_time()
+            self._save()
 
     def discard(self, pid: int) -> None:
-        if pid in self._pids:
-            self._pids.discard(pid)
+        if self._pids.pop(pid, None) is not None:
             self._save()
 
     def _save(self) -> None:
         try:
-            others = [e for e in self._path.read_text().split() if not e.endswith(f":{os.getpid()}")]
+            others = [e for e in self._path.read_text().split() if e.split(":")[1:2] != [str(os.getpid())]]
         except OSError:
             others = []
-        self._write(others + [f"{pid}:{os.getpid()}" for pid in sorted(self._pids)])
+        mine = [f"{pid}:{os.getpid()}:{created}" for pid, created in sorted(self._pids.items())]
+        self._write(others + mine)
 
     def _write(self, entries: list[str]) -> None:
         with contextlib.suppress(OSError):

@@ -102,7 +102,15 @@ def test_workers_left_by_a_dead_runtime_are_ended(runtime_settings: RuntimeSetti
     orphan = subprocess.Popen([sys.executable, "-c", "import multiprocessing, time; time.sleep(60)"])
     dead_parent = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_parent.wait()
-    (tmp_path / "workers.pids").write_text(f"{orphan.pid}:{dead_parent.pid}\n")
+    started = psutil.Process(orphan.pid).create_time()
+    bystander = subprocess.Popen([sys.executable, "-c", "import multiprocessing, time; time.sleep(60)"])
+    # The bystander's pid is recorded with another start time: as if the pid had been reused.
+    (tmp_path / "workers.pids").write_text(
+        f"{orphan.pid}:{dead_parent.pid}:{started}\n{bystander.pid}:{dead_parent.pid}:{started - 100}\n"
+    )
     Runtime(_settings(runtime_settings, tmp_path))
     assert orphan.wait(timeout=5) != 0
     assert (tmp_path / "workers.pids").read_text() == ""
+    assert bystander.poll() is None  # a reused pid is never touched
+    bystander.kill()
+    bystander.wait()
