@@ -71,7 +71,7 @@ class Dashboard:
         self.api = api
         self.loaded = False
         self.models_dir = ""
-        self._listed: tuple[list[tuple[Any, ...]], str] = ([], "")
+        self._chat_rows: dict[str, pn.Column] = {}
         self.chat_id = pn.widgets.TextInput(name="chat_id", visible=False)
         self.new_chat = pn.widgets.Button(name="New chat", button_type="primary", icon="plus", sizing_mode="stretch_width")
         self.chat_list = pn.Column(sizing_mode="stretch_width", css_classes=["chat-list"])
@@ -362,25 +362,38 @@ class Dashboard:
         self.device.disabled = self.loaded
 
     async def _refresh_chats(self) -> None:
+        """Show the chat list. Each chat keeps its widgets for the session and they are
+        updated in place: a button replaced under the pointer would swallow the click."""
         chats = await self._guard(self.api.chats()) or []
-        shown = [(c["chat_id"], c["title"], c["loaded"], c.get("model"), c.get("device")) for c in chats]
-        if (shown, self.chat_id.value) == self._listed:
-            return  # rebuilding would replace buttons under the user's pointer for nothing
-        self._listed = (shown, self.chat_id.value)
-        items = []
+        rows = []
         for c in chats:
+            row = self._chat_rows.get(c["chat_id"]) or self._chat_row(c["chat_id"])
+            button, meta = row.objects
             current = c["chat_id"] == self.chat_id.value
-            label = ("● " if c["loaded"] else "") + c["title"]
-            button = pn.widgets.Button(name=label, button_type="primary" if current else "light",
-                                       button_style="outline" if current else "solid",
-                                       sizing_mode="stretch_width", align="start", css_classes=["chat-item"],
-                                       stylesheets=[":host .bk-btn { text-align: left; overflow: hidden; "
-                                                    "text-overflow: ellipsis; white-space: nowrap; }"])
-            button.on_click(lambda _, chat_id=c["chat_id"]: setattr(self.chat_id, "value", chat_id))
+            button.param.update(
+                name=("● " if c["loaded"] else "") + c["title"],
+                button_type="primary" if current else "light",
+                button_style="outline" if current else "solid",
+            )
             where = f"{c['model']} · {c['device']}" if c.get("model") else "no model yet"
-            items.append(pn.Column(button, pn.pane.Markdown(f"<small>{where}</small>", margin=(-8, 10, 4, 10)),
-                                   sizing_mode="stretch_width", margin=0))
-        self.chat_list.objects = items or [pn.pane.Markdown("No chats yet.")]
+            meta.object = f"<small>{where}</small>"
+            rows.append(row)
+        for gone in self._chat_rows.keys() - {c["chat_id"] for c in chats}:
+            del self._chat_rows[gone]
+        objects = rows or [pn.pane.Markdown("No chats yet.")]
+        if objects != list(self.chat_list.objects):
+            self.chat_list.objects = objects
+
+    def _chat_row(self, chat_id: str) -> pn.Column:
+        button = pn.widgets.Button(
+            sizing_mode="stretch_width", align="start", css_classes=["chat-item"],
+            stylesheets=[":host .bk-btn { text-align: left; overflow: hidden; "
+                         "text-overflow: ellipsis; white-space: nowrap; }"],
+        )
+        button.on_click(lambda _: setattr(self.chat_id, "value", chat_id))
+        row = pn.Column(button, pn.pane.Markdown("", margin=(-8, 10, 4, 10)), sizing_mode="stretch_width", margin=0)
+        self._chat_rows[chat_id] = row
+        return row
 
     # Helpers
 

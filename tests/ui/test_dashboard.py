@@ -131,6 +131,7 @@ def test_chat_flow_in_the_browser(page: Page, servers: tuple[ApiServer, UiServer
     second = _new_chat(page)
     assert second != first
     expect(page.get_by_text("tokens/s")).to_have_count(0)
+    expect(page.get_by_role("button", name="New chat", exact=True)).to_have_count(2)  # the list shows it
     page.get_by_role("button", name=re.compile(r"^(● )?Continue: 1, 2")).click()
     expect(page).to_have_url(re.compile(first), timeout=30_000)
     expect(page.get_by_text("tokens/s").last).to_be_visible(timeout=30_000)
