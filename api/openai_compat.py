@@ -8,6 +8,7 @@ OpenAI-style caller of that model.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -74,7 +75,7 @@ async def _worker_for(model: str) -> WorkerInfo:
 
 @blueprint.get("/models")
 async def list_models() -> dict[str, Any]:
-    found = services().runtime.models()
+    found = await asyncio.to_thread(services().runtime.models)  # a folder scan: off the event loop
     return {"object": "list", "data": [{"id": m.name, "object": "model", "created": 0, "owned_by": "local"} for m in found]}
 
 

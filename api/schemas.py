@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ChatId = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", examples=["5f0c2a9e"])
+CHAT_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+ChatId = Field(min_length=1, max_length=64, pattern=CHAT_ID_PATTERN, examples=["5f0c2a9e"])
+OptionalChatId = Field(None, min_length=1, max_length=64, pattern=CHAT_ID_PATTERN)
 DeviceName = Literal["auto", "cpu", "gpu"]
 BackendName = Literal["llama.cpp", "transformers", "onnx"]
 MessageStatus = Literal["streaming", "complete", "stopped", "error"]
@@ -56,7 +58,7 @@ class ChatIdQuery(Strict):
 
 
 class OptionalChatIdQuery(Strict):
-    chat_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    chat_id: str | None = OptionalChatId
 
 
 class ChatSettings(Strict):
@@ -70,7 +72,7 @@ class ChatSettings(Strict):
 
 
 class CreateChatRequest(ChatSettings):
-    chat_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    chat_id: str | None = OptionalChatId
 
 
 class RegenerateRequest(Strict):
@@ -78,12 +80,6 @@ class RegenerateRequest(Strict):
 
 
 # Responses
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    detail: str
-    status: int
 
 
 class WorkerState(BaseModel):
