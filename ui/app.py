@@ -72,6 +72,8 @@ class Dashboard:
         self.loaded = False
         self.models_dir = ""
         self._chat_rows: dict[str, pn.Column] = {}
+        # Refreshes overlap (a reply ends while a chat opens): only the newest may draw.
+        self._refreshes = {"chats": 0, "status": 0}
         self.chat_id = pn.widgets.TextInput(name="chat_id", visible=False)
         self.new_chat = pn.widgets.Button(name="New chat", button_type="primary", icon="plus", sizing_mode="stretch_width")
         self.chat_list = pn.Column(sizing_mode="stretch_width", css_classes=["chat-list"])
@@ -346,9 +348,12 @@ class Dashboard:
     async def _refresh_status(self) -> None:
         if not self.chat_id.value:
             return
+        ticket = self._ticket("status")
         try:
             status = await self.api.status(self.chat_id.value)
         except ApiProblem:
+            return
+        if ticket != self._refreshes["status"]:
             return
         self.loaded = bool(status["loaded"])
         if not self.loaded and status.get("reason"):
@@ -364,7 +369,10 @@ class Dashboard:
     async def _refresh_chats(self) -> None:
         """Show the chat list. Each chat keeps its widgets for the session and they are
         updated in place: a button replaced under the pointer would swallow the click."""
+        ticket = self._ticket("chats")
         chats = await self._guard(self.api.chats()) or []
+        if ticket != self._refreshes["chats"]:
+            return  # a newer refresh started while this one waited: its answer is fresher
         rows = []
         for c in chats:
             row = self._chat_rows.get(c["chat_id"]) or self._chat_row(c["chat_id"])
@@ -396,6 +404,10 @@ class Dashboard:
         return row
 
     # Helpers
+
+    def _ticket(self, kind: str) -> int:
+        self._refreshes[kind] += 1
+        return self._refreshes[kind]
 
     def _footer(self, message: dict[str, Any]) -> pn.pane.Markdown:
         return pn.pane.Markdown(f"<small>{metrics_line(message)}</small>", css_classes=["reply-metrics"], margin=0)
