@@ -9,9 +9,11 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import onnx
 import psutil
 import pytest
 
+from runtime import onnx_export
 from runtime.default_model import ONNX_INT8_NAME, ONNX_NAME, TRANSFORMERS_NAME
 from runtime.errors import BackendUnavailable, ModelLoadFailed, ModelNotFound
 from runtime.manager import Runtime
@@ -111,3 +113,38 @@ async def test_broken_or_missing_graph_is_a_clear_error(models_dir: Path, tmp_pa
             await rt.load("x", "missing-onnx", "cpu", backend="onnx")
     finally:
         await rt.close()
+
+
+@pytest.mark.parametrize("name", [ONNX_NAME, ONNX_INT8_NAME])
+def test_exports_compute_logits_for_the_last_position_only(models_dir: Path, name: str) -> None:
+    graph = onnx.load(str(models_dir / name / "model.onnx"), load_external_data=False)
+    logits = next(o for o in graph.graph.output if o.name == "logits").type.tensor_type.shape.dim
+    assert logits[1].dim_value == 1
+    trim = next(n for n in graph.graph.node if n.name == "/lm_head/last_position")
+    assert trim.op_type == "Slice"
+    recipe = json.loads((models_dir / name / onnx_export.RECIPE_FILE).read_text())
+    assert recipe["recipe"] == onnx_export.RECIPE
+
+
+def test_int8_quantises_weights_and_leaves_attention_scores_fp32(models_dir: Path) -> None:
+    graph = onnx.load(str(models_dir / ONNX_INT8_NAME / "model.onnx"), load_external_data=False)
+    ops = [n.op_type for n in graph.graph.node]
+    layers = json.loads((models_dir / ONNX_INT8_NAME / "config.json").read_text())["num_hidden_layers"]
+    # 7 projections per layer plus the output layer; Q.K and scores.V stay float MatMuls.
+    assert ops.count("MatMulInteger") == 7 * layers + 1
+    in_layers = [n for n in graph.graph.node if n.op_type == "MatMul" and "/layers." in n.name]
+    assert len(in_layers) == 2 * layers
+    assert any(n.op_type == "DequantizeLinear" and "embed_tokens" in n.input[0] for n in graph.graph.node)
+
+
+def test_exports_from_an_older_recipe_are_rebuilt(tmp_path: Path) -> None:
+    folder = tmp_path / "m-onnx"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"graph")
+    assert not onnx_export._is_current(folder)  # no recipe: made before recipes existed
+    (folder / onnx_export.RECIPE_FILE).write_text(json.dumps({"recipe": onnx_export.RECIPE - 1}))
+    assert not onnx_export._is_current(folder)
+    (folder / onnx_export.RECIPE_FILE).write_text(json.dumps({"recipe": onnx_export.RECIPE}))
+    assert onnx_export._is_current(folder)
+    (folder / "model.onnx").unlink()
+    assert not onnx_export._is_current(folder)
