@@ -35,6 +35,8 @@ FP32_SUFFIX = "-onnx"
 INT8_SUFFIX = "-onnx-int8"
 RECIPE = 2  # bump when the steps below change, so set-up rebuilds older exports
 RECIPE_FILE = "llmchat_export.json"
+# Element-wise steps that may sit between the output layer and `logits` (e.g. soft-capping).
+_SHAPE_KEEPING = {"Mul", "Div", "Add", "Sub", "Tanh", "Cast", "Identity"}
 _SIDECAR_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json", "tokenizer.model")
 
@@ -62,8 +64,10 @@ def export_fp32(source: Path, target: Path) -> Path:
     graph = discovery.onnx_file(partial)
     if graph is None:
         raise ModelRuntimeError(f"Optimum wrote no .onnx file into {partial}")
-    keep_last_logits(graph)
-    _finish(partial, target, {"variant": "fp32"})
+    trimmed = keep_last_logits(graph)
+    if not trimmed:
+        _say("no MatMul output layer found before 'logits'; it keeps Optimum's all-position logits")
+    _finish(partial, target, {"variant": "fp32", "logits": "last position only" if trimmed else "every position"})
     _say(f"{target.name}/ written in {time.perf_counter() - started:.0f} s")
     return target
 
@@ -91,32 +95,41 @@ def quantize_int8(fp32: Path, target: Path) -> Path:
     return target
 
 
-def keep_last_logits(graph: Path) -> None:
+def keep_last_logits(graph: Path) -> bool:
     """Rewrite ``graph`` so its output layer sees the last position only: ``logits`` becomes
-    ``[batch, 1, vocab]``, which is all that generation (and Optimum's IO binding) reads."""
+    ``[batch, 1, vocab]``, which is all that generation (and Optimum's IO binding) reads.
+
+    The output layer is the MatMul that ``logits`` comes from, possibly through element-wise
+    steps such as Gemma 2's soft-capping. Returns False, leaving the graph as it is, when no
+    such MatMul is found.
+    """
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(graph), load_external_data=False)  # weights stay where they are
-    index, head = next(((i, n) for i, n in enumerate(model.graph.node) if "logits" in n.output), (-1, None))
+    producers = {output: node for node in model.graph.node for output in node.output}
+    head = producers.get("logits")
+    while head is not None and head.op_type in _SHAPE_KEEPING:
+        computed = [producers[name] for name in head.input if name in producers]
+        head = next((node for node in computed if node.op_type != "Constant"), None)
     if head is None or head.op_type != "MatMul":
-        raise ModelRuntimeError(f"{graph}: no MatMul output layer producing 'logits' to trim")
+        return False
     constants = {
         "/lm_head/last_position_starts": -1,
         "/lm_head/last_position_ends": np.iinfo(np.int64).max,
-        "/lm_head/last_position_axes": 1,
+        "/lm_head/last_position_axes": -2,
     }
     model.graph.initializer.extend(numpy_helper.from_array(np.array([v], np.int64), k) for k, v in constants.items())
     last = "/lm_head/last_position_output_0"
-    model.graph.node.insert(
-        index, helper.make_node("Slice", [head.input[0], *constants], [last], name="/lm_head/last_position")
-    )
+    trim = helper.make_node("Slice", [head.input[0], *constants], [last], name="/lm_head/last_position")
+    model.graph.node.insert(list(model.graph.node).index(head), trim)
     head.input[0] = last
-    dim = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[1]
+    dim = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[-2]
     dim.Clear()
     dim.dim_value = 1
     onnx.save(model, str(graph))
+    return True
 
 
 def weight_nodes(graph: Path) -> list[str]:
@@ -152,7 +165,7 @@ def _fresh_partial(target: Path) -> Path:
 
 
 def _finish(partial: Path, target: Path, details: dict[str, str]) -> None:
-    record = {"recipe": RECIPE, "logits": "last position only", **details}
+    record = {"recipe": RECIPE, **details}
     (partial / RECIPE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     partial.replace(target)

@@ -135,16 +135,3 @@ def test_int8_quantises_weights_and_leaves_attention_scores_fp32(models_dir: Pat
     in_layers = [n for n in graph.graph.node if n.op_type == "MatMul" and "/layers." in n.name]
     assert len(in_layers) == 2 * layers
     assert any(n.op_type == "DequantizeLinear" and "embed_tokens" in n.input[0] for n in graph.graph.node)
-
-
-def test_exports_from_an_older_recipe_are_rebuilt(tmp_path: Path) -> None:
-    folder = tmp_path / "m-onnx"
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(b"graph")
-    assert not onnx_export._is_current(folder)  # no recipe: made before recipes existed
-    (folder / onnx_export.RECIPE_FILE).write_text(json.dumps({"recipe": onnx_export.RECIPE - 1}))
-    assert not onnx_export._is_current(folder)
-    (folder / onnx_export.RECIPE_FILE).write_text(json.dumps({"recipe": onnx_export.RECIPE}))
-    assert onnx_export._is_current(folder)
-    (folder / "model.onnx").unlink()
-    assert not onnx_export._is_current(folder)
