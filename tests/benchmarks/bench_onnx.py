@@ -8,8 +8,8 @@ after the other (load time is measured alone), then the runs go round-robin, so 
 spell of a shared machine hits every path alike; each ratio is the median over rounds of
 that round's tokens/s against torch's. Tokens/s is the user's figure: completion tokens
 over the whole request, prompt processing included. Also reported: time to first token,
-resident memory of each worker, and for int8 the first token where its text departs from
-fp32. Goals (issue 5): ONNX fp32 >= 2.0x torch, int8 >= 3.0x torch.
+resident memory of each worker, and for int8 the first token where its greedy text departs
+from fp32's, on several prompts. Goals (issue 5): ONNX fp32 >= 2.0x torch, int8 >= 3.0x torch.
 """
 
 from __future__ import annotations
@@ -26,7 +26,16 @@ from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
 from runtime.settings import RuntimeSettings
 
 PROMPT = [ChatMessage("user", "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,")]
-STORY = [ChatMessage("user", "Write a short story about a lighthouse keeper.")]
+# Prompts on which int8's greedy text is compared with fp32's, token by token.
+COMPARE = [
+    "Write a short story about a lighthouse keeper.",
+    "Explain why the sky is blue.",
+    "List ten fruits and their colours.",
+    "Write a poem about autumn rain.",
+    "What is the capital of France? Tell me about its history.",
+    "Describe how a bicycle works.",
+    "Tell me a joke about computers.",
+]
 PATHS = [
     ("torch fp32", TRANSFORMERS_NAME, "transformers"),
     ("onnx fp32", ONNX_NAME, "onnx"),
@@ -65,7 +74,11 @@ async def main() -> None:
                 _, done = await _run(rt, label, PROMPT, args.max_new_tokens)
                 speeds[label].append(done.metrics.tokens_per_s)
                 ttft[label].append(done.metrics.time_to_first_token_s)
-        texts = {label: (await _run(rt, label, STORY, args.max_new_tokens))[0] for label, _, _ in PATHS}
+        texts: dict[str, list[list[str]]] = {label: [] for label, _, _ in PATHS}
+        for prompt in COMPARE:
+            for label, _, _ in PATHS:
+                chunks, _ = await _run(rt, label, [ChatMessage("user", prompt)], args.max_new_tokens)
+                texts[label].append(chunks)
         rss = {label: psutil.Process(info.pid).memory_info().rss / 2**20 for label, info in infos.items()}
     finally:
         await rt.close()
@@ -79,15 +92,17 @@ async def main() -> None:
               f"{statistics.median(speeds[label]):9.2f} {ratios[label]:8.2f}x {rss[label]:7.0f}")
     print("tokens/s per round: " + "; ".join(
         f"{label} {', '.join(f'{s:.1f}' for s in speeds[label])}" for label, _, _ in PATHS))
-    fp32, int8 = texts["onnx fp32"], texts["onnx int8"]
-    print(f"torch and onnx fp32 text identical: {texts['torch fp32'] == fp32}")
-    first = next((i for i, (a, b) in enumerate(zip(fp32, int8)) if a != b), None)
-    if first is None and len(fp32) == len(int8):
-        print("int8 text identical to fp32")
-    else:
+    same = sum(t == f for t, f in zip(texts["torch fp32"], texts["onnx fp32"]))
+    print(f"torch and onnx fp32 greedy text identical on {same} of {len(COMPARE)} prompts")
+    print("int8 against fp32, greedy, per prompt:")
+    for prompt, fp32, int8 in zip(COMPARE, texts["onnx fp32"], texts["onnx int8"]):
+        first = next((i for i, (a, b) in enumerate(zip(fp32, int8)) if a != b), None)
+        if first is None and len(fp32) == len(int8):
+            print(f"  {prompt[:40]!r}: identical ({len(fp32)} tokens)")
+            continue
         first = first if first is not None else min(len(fp32), len(int8))
-        print(f"int8 departs from fp32 at generated token {first}: fp32 {''.join(fp32[first:first + 4])!r} "
-              f"vs int8 {''.join(int8[first:first + 4])!r} (common prefix {''.join(fp32[:first])!r})")
+        print(f"  {prompt[:40]!r}: departs at generated token {first} of {len(fp32)}: fp32 "
+              f"{''.join(fp32[first:first + 3])!r} vs int8 {''.join(int8[first:first + 3])!r}")
     for label, goal in GOALS.items():
         print(f"{label}: {ratios[label]:.2f}x torch (goal >= {goal}): {'ok' if ratios[label] >= goal else 'MISSED'}")
 
