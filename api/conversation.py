@@ -14,6 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from tortoise.exceptions import ValidationError
+
 from api.chatlog import ChatLog
 from api.errors import ApiError, ChatBusy, ChatNotFound, MessageTooLong, NotLoaded
 from api.metrics import Metrics
@@ -68,7 +70,10 @@ class Conversations:
     # Chats
 
     async def get(self, chat_id: str) -> Chat:
-        chat = await Chat.get_or_none(id=chat_id)
+        try:
+            chat = await Chat.get_or_none(id=chat_id)
+        except ValidationError:  # an id no chat can have (too long): the ORM refuses to look
+            chat = None
         if chat is None:
             raise ChatNotFound(f"no chat with id {chat_id!r}")
         return chat

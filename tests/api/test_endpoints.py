@@ -206,6 +206,15 @@ async def test_bad_input_gets_clear_errors_and_never_500(client: QuartClient) ->
         (client.post("/chats/nobody/regenerate", json={}), 404),
         (client.get("/no/such/route"), 404),
     ]
+    # Path ids longer than any stored id (found by schemathesis: the ORM rejected them with a 500).
+    too_long = "\u03a9" * 65
+    cases += [
+        (client.get(f"/chats/{too_long}"), 404),
+        (client.patch(f"/chats/{too_long}", json={"title": "x"}), 404),
+        (client.delete(f"/chats/{too_long}"), 404),
+        (client.post(f"/chats/{too_long}/stop"), 404),
+        (client.post(f"/chats/{too_long}/regenerate", json={}), 404),
+    ]
     for request, expected in cases:
         response = await request
         body = await response.get_json()
