@@ -26,8 +26,7 @@ from typing import Any
 
 import psutil
 
-from runtime import discovery, worker
-from runtime.backends.base import nvidia_device_count
+from runtime import discovery, gpu, worker
 from runtime.client import FittedPrompt, UnloadResult, WorkerInfo, WorkerKey
 from runtime.discovery import ModelInfo
 from runtime.errors import (
@@ -298,31 +297,11 @@ def _rss_mb(pid: int) -> float | None:
         return None
 
 
-def _gpu_used_mb(pid: int) -> float | None:
-    """GPU memory NVML attributes to ``pid`` over all devices (None without NVML)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            used = 0
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                device = pynvml.nvmlDeviceGetHandleByIndex(index)
-                for process in pynvml.nvmlDeviceGetComputeRunningProcesses(device):
-                    if process.pid == pid and process.usedGpuMemory:
-                        used += process.usedGpuMemory
-            return used / 2**20
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no NVML, no answer
-        return None
-
-
 async def _gpu_released_mb(pid: int, before: float | None, within_s: float = 10.0) -> float | None:
     """Wait (bounded) until NVML no longer charges ``pid`` any memory; return what was freed."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        used = await asyncio.to_thread(_gpu_used_mb, pid)
+        used = await asyncio.to_thread(gpu.used_by_mb, pid)
         if not used:
             return before
         await asyncio.sleep(0.2)
@@ -399,7 +378,7 @@ class Runtime:
                 )
             return replace(info, path=export.path), "onnx"
         if backend is None and export is not None and self.settings.onnx_on_cpu:
-            if device == "cpu" or (device == "auto" and nvidia_device_count() == 0):
+            if device == "cpu" or (device == "auto" and gpu.device_count() == 0):
                 return replace(info, path=export.path), "onnx"
         backend = backend or info.backend
         if info.backend not in _COMPATIBLE[backend]:
@@ -465,7 +444,7 @@ class Runtime:
             return UnloadResult(key, pid, False, False, None, len(handle.holders))
         del self._workers[key]
         on_gpu = handle.ready is not None and handle.ready.device == "cuda"
-        before = _gpu_used_mb(pid) if on_gpu else _rss_mb(pid)
+        before = gpu.used_by_mb(pid) if on_gpu else _rss_mb(pid)
         exited, code = await self._stop(handle)
         freed = await _gpu_released_mb(pid, before) if on_gpu else before
         log.info("unloaded %s (pid %s, exit code %s, %.0f MB freed)", key.model, pid, code, freed or 0)
@@ -518,20 +497,11 @@ class Runtime:
                 )
             await self._evict(idle[0], f"unloaded to make room for {info.name}")
 
-    @staticmethod
-    def _free_mb(device: Device) -> float:
-        if device == "gpu" and nvidia_device_count() > 0:
-            try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                try:
-                    handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-                    return float(pynvml.nvmlDeviceGetMemoryInfo(handle).free) / 2**20
-                finally:
-                    pynvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001 - no NVML: fall back to host memory
-                pass
+    def _free_mb(self, device: Device) -> float:
+        if device == "gpu" and gpu.device_count() > 0:
+            free = gpu.free_mb(gpu.first_device(self.settings.cuda_visible_devices))
+            if free is not None:
+                return free
         return float(psutil.virtual_memory().available) / 2**20
 
     # -- idle unload ----------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -68,23 +67,3 @@ def resolve_device(requested: str, cuda_available: bool, hint: str) -> str:
     if requested == "gpu":
         raise DeviceUnavailable(f"device 'gpu' requested but no CUDA device is usable: {hint}")
     return "cpu"
-
-
-def nvidia_device_count() -> int:
-    """CUDA devices visible to this process, read through NVML (0 when there is no driver)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return 0
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            count = int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - any NVML failure means no usable GPU
-        return 0
-    if visible is not None:
-        return min(count, len([v for v in visible.split(",") if v.strip()]))
-    return count

@@ -15,7 +15,8 @@ import llama_cpp
 from jinja2 import TemplateError
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from runtime.backends.base import Backend, Loaded, Usage, nvidia_device_count, resolve_device
+from runtime import gpu
+from runtime.backends.base import Backend, Loaded, Usage, resolve_device
 from runtime.errors import ContextOverflow, GenerationFailed, ModelLoadFailed
 from runtime.prompt import Prompt, StopFilter, merge_system_into_user, plain_transcript
 from runtime.protocol import ChatMessage, GenerationParams, WorkerSpec
@@ -32,7 +33,7 @@ class LlamaCppBackend(Backend):
         if not llama_cpp.llama_supports_gpu_offload():
             usable, hint = False, "llama-cpp-python was built without GPU support (reinstall with CMAKE_ARGS=-DGGML_CUDA=on)"
         else:
-            usable, hint = nvidia_device_count() > 0, "no NVIDIA GPU is visible to the worker"
+            usable, hint = gpu.device_count() > 0, "no NVIDIA GPU is visible to the worker"
         device = resolve_device(spec.device, usable, hint)
         try:
             self._llm = llama_cpp.Llama(

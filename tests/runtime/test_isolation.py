@@ -12,7 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runtime.backends.base import nvidia_device_count, resolve_device
+from runtime import gpu
+from runtime.backends.base import resolve_device
 from runtime.default_model import GGUF_NAME, TRANSFORMERS_NAME
 from runtime.errors import DeviceUnavailable
 from runtime.manager import Runtime
@@ -30,9 +31,19 @@ def test_device_resolution_rules() -> None:
 
 def test_hidden_gpus_count_as_none(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert nvidia_device_count() == 0
+    assert gpu.device_count() == 0
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    assert nvidia_device_count() == 0
+    assert gpu.device_count() == 0
+
+
+def test_admission_asks_about_the_gpu_a_worker_is_pinned_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu.first_device(None) == "0"
+    assert gpu.first_device("2,3") == "2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-5f0c, 1")
+    assert gpu.first_device(None) == "GPU-5f0c"
+    assert gpu.first_device("3") == "3"  # the worker's own pinning wins
+    assert gpu.free_mb("0") is None  # no NVIDIA driver on this machine
 
 
 async def test_pinning_reaches_the_worker_and_unload_reports_freed_memory(
