@@ -3,18 +3,21 @@ closed in the serving lifecycle (``before_serving`` / ``after_serving``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from api import endpoints, errors, metrics, openai_compat
+from api import endpoints, errors, metrics, openai_compat, requests
 from api.chatlog import ChatLog, configure_logging
 from api.conversation import Conversations
+from api.openapi import LlmchatOpenAPI
 from api.services import Services
 from api.settings import ApiSettings
 from api.store import close_store, open_store
-from runtime.client import ModelRuntime
+from runtime.interface import ModelRuntime
+from runtime.manager import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,11 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         app,
         info=Info(title="llmchat API", version="0.1.0", description="Local chat with models run in worker processes."),
         redoc_ui_path=None,
+        openapi_provider_class=LlmchatOpenAPI,
         scalar_ui_path=None,
     )
     errors.register(app)
+    requests.register(app)
     app.register_blueprint(endpoints.blueprint)
     app.register_blueprint(openai_compat.blueprint)
 
@@ -40,9 +45,8 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
     async def start() -> None:
         configure_logging(settings.logs_dir)
         await open_store(settings.db_path)
-        from runtime.manager import Runtime
-
-        chosen = runtime or Runtime(settings)
+        # Constructing the local runtime ends workers an earlier run left: not on the loop.
+        chosen = runtime or await asyncio.to_thread(Runtime, settings)
         chatlog = ChatLog(settings.logs_dir)
         recorder = metrics.Metrics(chosen)
         conversations = Conversations(chosen, settings, chatlog, recorder)

@@ -1,9 +1,12 @@
-"""Chat turns: store the user's message, make sure a model is loaded, fit the history to
-the context window, stream the reply, and store it with its metrics and final status.
+"""Chat turns: reserve the chat, make sure a model is loaded, fit the history to the context,
+wait until the runtime accepts the request, then store the question and stream and store
+the reply with its metrics and final status.
 
-The user's message is written before anything that can fail; the reply row is created
-before generation starts and flushed while it streams, so a stop, a disconnect, a dead
-worker or a dead server leaves the partial reply stored with an honest status.
+A refused request (a chat still answering, no model, a message too long, a full queue)
+stores nothing. Once the runtime accepts it, the user's message and the reply row are
+written before the first token; the reply is flushed while it streams and finished under
+``asyncio.shield``, so a stop, a disconnect, a dead worker or a dead server leaves the
+partial reply stored with an honest status: every stored question has its answer row.
 """
 
 from __future__ import annotations
@@ -12,49 +15,68 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tortoise.exceptions import ValidationError
 
 from api.chatlog import ChatLog
 from api.errors import ApiError, ChatBusy, ChatNotFound, MessageTooLong, NotLoaded
 from api.metrics import Metrics
+from api.schemas import ChatMessage as MessageOut
+from api.schemas import StartEvent
 from api.settings import ApiSettings
 from api.store import Chat, Message
-from runtime.client import ModelRuntime, WorkerInfo
-from runtime.errors import Busy, ModelRuntimeError
+from runtime.errors import ModelRuntimeError
+from runtime.interface import Event, ModelRuntime, Queued, WorkerInfo
 from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, TokenChunk
 
 FLUSH_EVERY_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """A reply about to be generated: its stored row, its prompt and its settings."""
-
-    chat: Chat
-    reply: Message
-    messages: tuple[ChatMessage, ...]
-    params: GenerationParams
-    dropped: int
-    worker: WorkerInfo
+def message_out(m: Message) -> MessageOut:
+    """A stored message as every endpoint and event shows it."""
+    return MessageOut(
+        id=m.id, sender=m.role, text=m.text, timestamp=m.created_at.isoformat(), status=m.status,  # type: ignore[arg-type]
+        error=m.error, model=m.model, backend=m.backend, running_on=m.running_on,  # type: ignore[arg-type]
+        prompt_tokens=m.prompt_tokens, tokens=m.completion_tokens, time_to_first_token_s=m.time_to_first_token_s,
+        time_s=m.total_time_s, tps=m.tokens_per_s, dropped_messages=m.dropped_messages,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyDone:
-    """The stored outcome of a turn, sent as the final event of a stream."""
+@dataclass(eq=False)
+class ActiveReply:
+    """A chat's reply in progress. Reserved before the first ``await`` of a turn, so a chat
+    runs one reply at a time; its stop signal belongs to this reply alone."""
 
-    message_id: int
-    status: str
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    time_to_first_token_s: float
-    total_time_s: float
-    tokens_per_s: float
-    dropped_messages: int
-    model: str
-    device: str
+    chat_id: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    message_id: int | None = None
+
+
+@dataclass(eq=False)
+class Reply:
+    """An accepted reply: ``start`` is what was stored; ``events`` yields the text as it comes,
+    then the stored :class:`MessageOut` (or raises the runtime error, after storing it)."""
+
+    start: StartEvent
+    events: AsyncIterator[str | MessageOut]
+
+
+async def _next_or_stop(events: AsyncIterator[Event], stop: asyncio.Event) -> Event | None:
+    """The next event, or None once ``stop`` is set (the pending step is cancelled, which aborts it)."""
+    if stop.is_set():
+        return None
+    step = asyncio.ensure_future(anext(events))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({step, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not step.done():
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
+    return step.result() if not step.cancelled() else None
 
 
 class Conversations:
@@ -65,7 +87,7 @@ class Conversations:
         self.settings = settings
         self.chatlog = chatlog
         self.metrics = metrics
-        self._stops: dict[str, asyncio.Event] = {}
+        self._active: dict[str, ActiveReply] = {}
 
     # Chats
 
@@ -75,7 +97,8 @@ class Conversations:
         except ValidationError:  # an id no chat can have (too long): the ORM refuses to look
             chat = None
         if chat is None:
-            raise ChatNotFound(f"no chat with id {chat_id!r}")
+            shown = chat_id if len(chat_id) <= 80 else chat_id[:80] + "…"
+            raise ChatNotFound(f"no chat with id {shown!r}")
         return chat
 
     async def get_or_create(self, chat_id: str) -> Chat:
@@ -95,156 +118,163 @@ class Conversations:
         await chat.delete()
         await self.chatlog.delete(chat_id)
 
-    def is_generating(self, chat_id: str) -> bool:
-        return chat_id in self._stops
+    def stop(self, chat_id: str) -> ActiveReply | None:
+        """Stop the chat's reply in progress (stored as ``stopped``); the reply it stopped, if any."""
+        active = self._active.get(chat_id)
+        if active is not None:
+            active.stop.set()
+        return active
 
-    def stop(self, chat_id: str) -> bool:
-        """Stop the chat's running reply; it is stored with status ``stopped``."""
-        event = self._stops.get(chat_id)
-        if event is None:
-            return False
-        event.set()
-        return True
+    def _reserve(self, chat_id: str) -> ActiveReply:
+        """Claim the chat for one reply. Synchronous, so two requests cannot both pass."""
+        if chat_id in self._active:
+            raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it")
+        active = self._active[chat_id] = ActiveReply(chat_id)
+        return active
+
+    def _release(self, active: ActiveReply) -> None:
+        if self._active.get(active.chat_id) is active:
+            del self._active[active.chat_id]
 
     # Models
 
     async def load(
-        self,
-        chat: Chat,
-        model: str,
-        device: Device | None,
-        backend: str | None = None,
+        self, chat: Chat, model: str, device: Device | None, backend: str | None = None,
         idle_unload_s: float | None = None,
     ) -> WorkerInfo:
-        device = device or self.settings.default_device  # type: ignore[assignment]
-        await self.chatlog.write(chat.id, f"load {model} on {device}")
-        worker = await self.runtime.load(chat.id, model, device, backend, idle_unload_s)  # type: ignore[arg-type]
+        requested: Device = device or self.settings.default_device
+        await self.chatlog.write(chat.id, f"load {model} on {requested}")
+        worker = await self.runtime.load(chat.id, model, requested, backend, idle_unload_s)
         self.metrics.observe_load(worker)
-        chat.model, chat.device, chat.backend = worker.key.model, worker.key.device, worker.key.backend
-        await chat.save(update_fields=["model", "device", "backend", "updated_at"])
+        chat.model, chat.requested_device, chat.backend = worker.key.model, worker.key.requested_device, worker.key.backend
+        await chat.save(update_fields=["model", "requested_device", "backend", "updated_at"])
         await self.chatlog.write(
-            chat.id, f"loaded {model} with {worker.key.backend} on {worker.device} in {worker.load_time_s:.2f} s"
+            chat.id, f"loaded {model} with {worker.key.backend} on {worker.running_on} in {worker.load_time_s:.2f} s"
         )
         return worker
 
-    async def _ensure_loaded(self, chat: Chat, model: str | None, device: Device | None) -> WorkerInfo:
-        held = self.runtime.holding(chat.id)
+    async def _ensure_loaded(self, chat_id: str, model: str | None, device: Device | None) -> WorkerInfo:
+        held = self.runtime.holding(chat_id)
         if model is None:
             if held is None:
+                reason = self.runtime.exit_reason(chat_id)
                 raise NotLoaded(
-                    "no model is loaded for this chat: load one with POST /load, or name one with ?model="
+                    (f"the chat's model stopped ({reason}); " if reason else "no model is loaded for this chat: ")
+                    + "load one with POST /load, or name one with ?model="
                 )
             return held
-        wanted_device = device or (held.key.device if held and held.key.model == model else None)
-        if held is not None and held.key.model == model and held.key.device == (wanted_device or held.key.device):
+        wanted = device or (held.key.requested_device if held and held.key.model == model else None)
+        if held is not None and held.key.model == model and held.key.requested_device == (wanted or held.key.requested_device):
             return held
-        return await self.load(chat, model, wanted_device)
+        return await self.load(await self.get_or_create(chat_id), model, wanted)
 
     # Turns
 
-    async def start_turn(self, chat_id: str, text: str, model: str | None, device: Device | None) -> Turn:
-        if len(text) > self.settings.max_message_chars:
+    async def start(self, chat_id: str, text: str | None, model: str | None = None, device: Device | None = None) -> Reply:
+        """Begin a reply: to ``text`` (a new user message), or with ``text=None`` to the chat's
+        last message again (regenerate). Returns once the first token is there; raises, having
+        stored nothing, if the request is refused."""
+        if text is not None and len(text) > self.settings.max_message_chars:
             raise MessageTooLong(
                 f"the message has {len(text)} characters; the limit is {self.settings.max_message_chars}"
                 " (LLMCHAT_MAX_MESSAGE_CHARS)"
             )
-        if self.is_generating(chat_id):
-            raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it")
-        chat = await self.get_or_create(chat_id)
-        await Message.create(chat=chat, role="user", text=text)  # stored before anything can fail
-        await chat.save(update_fields=["updated_at"])
-        await self.chatlog.write(chat_id, f"user: {text}")
-        worker = await self._ensure_loaded(chat, model, device)
-        return await self._prepare_reply(chat, worker)
+        active = self._reserve(chat_id)
+        try:
+            return await self._open(active, text, model, device)
+        except BaseException:
+            self._release(active)
+            raise
 
-    async def regenerate(self, chat_id: str) -> Turn:
-        chat = await self.get(chat_id)
-        if self.is_generating(chat_id):
-            raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it")
-        last = await Message.filter(chat=chat).order_by("-id").first()
-        if last is None:
-            raise ApiError("the chat has no messages to answer")
-        if last.role == "assistant":
-            await last.delete()
-            await self.chatlog.write(chat_id, f"regenerate: replaced message {last.id}")
-        worker = await self._ensure_loaded(chat, None, None)
-        return await self._prepare_reply(chat, worker)
-
-    async def _prepare_reply(self, chat: Chat, worker: WorkerInfo) -> Turn:
+    async def _open(self, active: ActiveReply, text: str | None, model: str | None, device: Device | None) -> Reply:
+        chat_id = active.chat_id
+        if text is None:
+            await self.get(chat_id)  # regenerate: the chat must exist
+        worker = await self._ensure_loaded(chat_id, model, device)
+        chat = await self.get(chat_id)  # it exists once a model is loaded for it
+        stored = await Message.filter(chat=chat).order_by("id")
+        replaced = None
+        if text is None:
+            if not stored:
+                raise ApiError("the chat has no messages to answer")
+            if stored[-1].role == "assistant":
+                replaced = stored.pop()
         history = [ChatMessage("system", chat.system_prompt)] if chat.system_prompt.strip() else []
-        for stored in await Message.filter(chat=chat).order_by("id"):
-            if stored.role == "assistant" and (stored.status == "streaming" or not stored.text):
-                continue
-            history.append(ChatMessage(stored.role, stored.text))  # type: ignore[arg-type]
+        history += [ChatMessage(m.role, m.text) for m in stored  # type: ignore[arg-type]
+                    if m.role == "user" or (m.status != "streaming" and m.text)]
+        if text is not None:
+            history.append(ChatMessage("user", text))
         params = GenerationParams(chat.max_new_tokens, chat.temperature, chat.top_p)
-        fitted = await self.runtime.fit(chat.id, history, params.max_new_tokens)
+        fitted = await self.runtime.fit(chat_id, history, params.max_new_tokens)
+        started = time.perf_counter()
+        events = self.runtime.generate(chat_id, fitted.messages, params)
+        try:
+            accepted = await _next_or_stop(events, active.stop)  # refusals are raised here
+        except BaseException:
+            await events.aclose()
+            raise
+        # Accepted: from here on, the question and its answer row are stored, whatever happens.
+        if text is not None:
+            await Message.create(chat=chat, role="user", text=text)
+            await self.chatlog.write(chat_id, f"user: {text}")
+        if replaced is not None:
+            await replaced.delete()
+            await self.chatlog.write(chat_id, f"regenerate: replaced message {replaced.id}")
         reply = await Message.create(
-            chat=chat,
-            role="assistant",
-            text="",
-            status="streaming",
-            model=worker.key.model,
-            device=worker.device,
-            backend=worker.key.backend,
-            dropped_messages=fitted.dropped,
+            chat=chat, role="assistant", text="", status="streaming", model=worker.key.model,
+            running_on=worker.running_on, backend=worker.key.backend, dropped_messages=fitted.dropped,
             prompt_tokens=fitted.prompt_tokens,
         )
-        return Turn(chat, reply, fitted.messages, params, fitted.dropped, worker)
+        active.message_id = reply.id
+        turn = _Turn(chat, reply, worker, fitted.dropped, started)
+        stream = self._stream(active, turn, events, accepted)
+        try:
+            first = await anext(stream)  # the first token: a failure in the queue keeps its HTTP status
+        except StopAsyncIteration:  # pragma: no cover - the stream always ends with the stored reply
+            raise ApiError("the reply ended before it started") from None
+        start = StartEvent(message_id=reply.id, model=worker.key.model, backend=worker.key.backend,
+                           running_on=worker.running_on, dropped_messages=fitted.dropped)
+        return Reply(start, _prepend(first, stream))
 
-    async def run(self, turn: Turn) -> AsyncIterator[str | ReplyDone]:
-        """Yield the reply's text chunks, then one :class:`ReplyDone`; errors are raised after storing."""
-        chat_id = turn.chat.id
-        stop = asyncio.Event()
-        self._stops[chat_id] = stop
+    async def _stream(
+        self, active: ActiveReply, turn: _Turn, events: AsyncIterator[Event], event: Event | None
+    ) -> AsyncIterator[str | MessageOut]:
         parts: list[str] = []
         finished: Finished | None = None
         error: ModelRuntimeError | None = None
-        started = time.perf_counter()
         first_at: float | None = None
-        flushed_at = started
+        flushed_at = time.perf_counter()
+        stored: MessageOut | None = None
         try:
-            async with contextlib.aclosing(
-                self.runtime.generate(chat_id, turn.messages, turn.params)
-            ) as events:
-                async for event in events:
-                    if isinstance(event, TokenChunk):
-                        first_at = first_at or time.perf_counter()
-                        parts.append(event.text)
-                        yield event.text
-                        if time.perf_counter() - flushed_at > FLUSH_EVERY_S:
-                            turn.reply.text = "".join(parts)
-                            await turn.reply.save(update_fields=["text"])
-                            flushed_at = time.perf_counter()
-                    else:
-                        finished = event
-                    if stop.is_set():
-                        break
+            while event is not None and not active.stop.is_set():
+                if isinstance(event, TokenChunk):
+                    first_at = first_at or time.perf_counter()
+                    parts.append(event.text)
+                    yield event.text
+                    if time.perf_counter() - flushed_at > FLUSH_EVERY_S:
+                        turn.reply.text = "".join(parts)
+                        await turn.reply.save(update_fields=["text"])
+                        flushed_at = time.perf_counter()
+                elif isinstance(event, Finished):
+                    finished = event
+                    break
+                event = await _next_or_stop(events, active.stop)
         except ModelRuntimeError as exc:
             error = exc
-            raise
         finally:
-            self._stops.pop(chat_id, None)
-            ended = time.perf_counter()
-            if isinstance(error, Busy) and not parts:
-                # Refused before it started: no reply to keep (the user's message stays).
-                await asyncio.shield(asyncio.ensure_future(turn.reply.delete()))
-            else:
-                outcome = asyncio.ensure_future(
-                    self._store(turn, parts, finished, error, first_at, started, ended)
-                )
-                done = await asyncio.shield(outcome)
-        yield done
+            with contextlib.suppress(BaseException):
+                await events.aclose()
+            self._release(active)
+            outcome = asyncio.ensure_future(self._store(turn, parts, finished, error, first_at, time.perf_counter()))
+            stored = await asyncio.shield(outcome)
+        if error is not None:
+            raise error
+        yield stored
 
     async def _store(
-        self,
-        turn: Turn,
-        parts: list[str],
-        finished: Finished | None,
-        error: ModelRuntimeError | None,
-        first_at: float | None,
-        started: float,
-        ended: float,
-    ) -> ReplyDone:
+        self, turn: _Turn, parts: list[str], finished: Finished | None, error: ModelRuntimeError | None,
+        first_at: float | None, ended: float,
+    ) -> MessageOut:
         reply = turn.reply
         text = reply.text = "".join(parts)
         if finished is not None and finished.finish_reason != "aborted":
@@ -260,9 +290,9 @@ class Conversations:
             # here. A worker sends one chunk per token that shows text, so chunks ~ tokens.
             reply.status = "error" if error is not None else "stopped"
             reply.error = str(error) if error is not None else None
-            total = ended - started
+            total = ended - turn.started
             reply.completion_tokens = len(parts)
-            reply.time_to_first_token_s = (first_at - started) if first_at else total
+            reply.time_to_first_token_s = (first_at - turn.started) if first_at else total
             reply.total_time_s = total
             reply.tokens_per_s = reply.completion_tokens / total if total > 0 else 0.0
         await reply.save()
@@ -275,16 +305,22 @@ class Conversations:
             f"assistant [{reply.status}{note}; {reply.completion_tokens} tokens, {reply.total_time_s:.2f} s, "
             f"{reply.tokens_per_s:.1f} tokens/s, {turn.dropped} dropped]: {text}",
         )
-        return ReplyDone(
-            message_id=reply.id,
-            status=reply.status,
-            text=text,
-            prompt_tokens=reply.prompt_tokens or 0,
-            completion_tokens=reply.completion_tokens or 0,
-            time_to_first_token_s=reply.time_to_first_token_s or 0.0,
-            total_time_s=reply.total_time_s or 0.0,
-            tokens_per_s=reply.tokens_per_s or 0.0,
-            dropped_messages=turn.dropped,
-            model=turn.worker.key.model,
-            device=turn.worker.device,
-        )
+        return message_out(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """An accepted reply's stored rows and what it runs on."""
+
+    chat: Chat
+    reply: Message
+    worker: WorkerInfo
+    dropped: int
+    started: float
+
+
+async def _prepend(first: str | MessageOut, rest: AsyncIterator[str | MessageOut]) -> AsyncIterator[str | MessageOut]:
+    async with contextlib.aclosing(rest):  # type: ignore[type-var]
+        yield first
+        async for item in rest:
+            yield item

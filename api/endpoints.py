@@ -1,8 +1,7 @@
-"""The seed's endpoints (status, chats, history, load, unload, chat, models) and chat management."""
+"""The chat API's endpoints: status, chats, history, load, unload, chat, models, metrics, and chat management."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 
@@ -11,8 +10,9 @@ from quart_schema import document_response, validate_querystring, validate_reque
 from tortoise.functions import Count, Min
 
 from api import metrics, sse
-from api.conversation import ReplyDone, Turn
+from api.conversation import Reply, message_out
 from api.errors import ApiError
+from api.openapi import streams_events
 from api.schemas import (
     ChatDetail,
     ChatIdQuery,
@@ -40,14 +40,14 @@ from api.schemas import (
 )
 from api.services import services
 from api.store import Chat, Message, chat_title
-from runtime.client import WorkerInfo
+from runtime.interface import WorkerInfo
 
 blueprint = Blueprint("endpoints", __name__)
 
 
 def _worker_state(w: WorkerInfo) -> WorkerState:
     return WorkerState(
-        model=w.key.model, device=w.key.device, backend=w.key.backend, running_on=w.device,  # type: ignore[arg-type]
+        model=w.key.model, device=w.key.requested_device, backend=w.key.backend, running_on=w.running_on,
         pid=w.pid, context_length=w.context_length, load_time_s=w.load_time_s, chats=list(w.holders), busy=w.busy,
         queued=w.queued, idle_s=w.idle_s, idle_unload_s=w.idle_unload_s, cuda_visible_devices=w.cuda_visible_devices,
     )
@@ -68,7 +68,7 @@ async def _meta(chat: Chat, detail: bool = False, summary: tuple[int, str | None
     count, first = summary if summary is not None else (await _summaries([chat.id]))[chat.id]
     fields = dict(
         chat_id=chat.id, title=chat_title(chat, first), model=chat.model,
-        device=chat.device, backend=chat.backend, loaded=services().runtime.holding(chat.id) is not None,
+        device=chat.requested_device, backend=chat.backend, loaded=services().runtime.holding(chat.id) is not None,
         created_at=chat.created_at.isoformat(), updated_at=chat.updated_at.isoformat(), message_count=count,
     )
     if detail:
@@ -77,16 +77,7 @@ async def _meta(chat: Chat, detail: bool = False, summary: tuple[int, str | None
     return ChatMeta(**fields)
 
 
-def _message(m: Message) -> ChatMessage:
-    return ChatMessage(
-        sender=m.role, text=m.text, timestamp=m.created_at.isoformat(), id=m.id, status=m.status,  # type: ignore[arg-type]
-        error=m.error, model=m.model, device=m.device, prompt_tokens=m.prompt_tokens, tokens=m.completion_tokens,
-        time_to_first_token_s=m.time_to_first_token_s, time_s=m.total_time_s, tps=m.tokens_per_s,
-        dropped_messages=m.dropped_messages,
-    )
-
-
-# Seed endpoints
+# The original API's endpoints
 
 
 @blueprint.get("/status")
@@ -101,10 +92,10 @@ async def status(query_args: OptionalChatIdQuery) -> StatusResponse:
     chat = await services().conversations.get(query_args.chat_id)
     held = runtime.holding(chat.id)
     if held is None:
-        return StatusResponse(loaded=False, chat_id=chat.id, model=chat.model, device=chat.device,
+        return StatusResponse(loaded=False, chat_id=chat.id, model=chat.model, device=chat.requested_device,
                               backend=chat.backend, reason=runtime.exit_reason(chat.id))
-    return StatusResponse(loaded=True, chat_id=chat.id, model=held.key.model, device=held.key.device,
-                          backend=held.key.backend, running_on=held.device, context_length=held.context_length)
+    return StatusResponse(loaded=True, chat_id=chat.id, model=held.key.model, device=held.key.requested_device,
+                          backend=held.key.backend, running_on=held.running_on, context_length=held.context_length)
 
 
 @blueprint.get("/chats")
@@ -123,7 +114,7 @@ async def history(query_args: ChatIdQuery) -> History:
     """The chat's messages in order, with each reply's metrics and status."""
     chat = await services().conversations.get(query_args.chat_id)
     messages = await Message.filter(chat=chat).order_by("id")
-    return History(chat_id=chat.id, messages=[_message(m) for m in messages])
+    return History(chat_id=chat.id, messages=[message_out(m) for m in messages])
 
 
 @blueprint.post("/load")
@@ -134,8 +125,8 @@ async def load(data: LoadRequest) -> LoadResponse:
     conversations = services().conversations
     chat = await conversations.get_or_create(data.chat_id)
     w = await conversations.load(chat, data.model, data.device, data.backend, data.idle_unload_s)
-    return LoadResponse(status="loaded", chat_id=chat.id, model=w.key.model, device=w.key.device,
-                        load_time_s=w.load_time_s, backend=w.key.backend, running_on=w.device,
+    return LoadResponse(status="loaded", chat_id=chat.id, model=w.key.model, device=w.key.requested_device,
+                        load_time_s=w.load_time_s, backend=w.key.backend, running_on=w.running_on,
                         context_length=w.context_length)
 
 
@@ -150,38 +141,35 @@ async def unload(data: UnloadRequest) -> UnloadResponse:
     result = await s.runtime.unload(chat.id)
     await s.chatlog.write(chat.id, f"unload: {result}")
     if result is None:
-        return UnloadResponse(status="not_loaded", chat_id=chat.id, model=chat.model, device=chat.device)
-    return UnloadResponse(status="unloaded", chat_id=chat.id, model=result.key.model, device=result.key.device,
+        return UnloadResponse(status="not_loaded", chat_id=chat.id, model=chat.model, device=chat.requested_device)
+    return UnloadResponse(status="unloaded", chat_id=chat.id, model=result.key.model, device=result.key.requested_device,
                           process_exited=result.exited if result.stopped else None, shared=not result.stopped,
                           freed_mb=result.freed_mb)
 
 
 @blueprint.post("/chat")
+@streams_events
 @validate_querystring(ChatQuery)
 @validate_request(ChatRequest)
 @document_response(ChatResponse)  # documented, not validated: the streaming form is a Response
 async def chat(data: ChatRequest, query_args: ChatQuery) -> dict[str, object] | Response:
-    """One chat turn. With ``"stream": true`` or ``Accept: text/event-stream``: server-sent events."""
-    conversations = services().conversations
-    turn = await conversations.start_turn(data.chat_id, data.message, query_args.model, query_args.device)
-    return await _answer(turn, data.stream)
+    """One chat turn. With ``"stream": true`` or ``Accept: text/event-stream``: server-sent events
+    ``start``, ``token``..., then ``done`` (the stored reply) or ``error`` (see the schemas
+    StartEvent, TokenEvent, ChatMessage and ErrorBody). A refused request stores nothing."""
+    reply = await services().conversations.start(data.chat_id, data.message, query_args.model, query_args.device)
+    return await _answer(reply, data.stream)
 
 
-async def _answer(turn: Turn, stream: bool) -> dict[str, object] | Response:
-    conversations = services().conversations
+async def _answer(reply: Reply, stream: bool) -> dict[str, object] | Response:
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
-        return sse.respond(await sse.start_turn_events(conversations, turn))
-    done: ReplyDone | None = None
-    async with contextlib.aclosing(conversations.run(turn)) as reply:
-        async for item in reply:
-            if isinstance(item, ReplyDone):
+        return sse.respond(sse.reply_events(reply))
+    done: ChatMessage | None = None
+    async with contextlib.aclosing(reply.events) as events:  # type: ignore[type-var]
+        async for item in events:
+            if isinstance(item, ChatMessage):
                 done = item
     assert done is not None
-    body = ChatResponse(response=done.text, tokens=done.completion_tokens, time_s=done.total_time_s,
-                        tps=done.tokens_per_s, message_id=done.message_id, status=done.status,  # type: ignore[arg-type]
-                        prompt_tokens=done.prompt_tokens, time_to_first_token_s=done.time_to_first_token_s,
-                        dropped_messages=done.dropped_messages, model=done.model, device=done.device)
-    return body.model_dump(mode="json")
+    return ChatResponse(**done.model_dump(), response=done.text).model_dump(mode="json")
 
 
 @blueprint.get("/models")
@@ -189,7 +177,7 @@ async def _answer(turn: Turn, stream: bool) -> dict[str, object] | Response:
 async def models() -> ModelList:
     """Models in the models folder, and the devices each is loaded on now."""
     s = services()
-    found = await asyncio.to_thread(s.runtime.models)
+    found = await s.runtime.models()
     loaded: dict[str, list[str]] = {}
     for w in s.runtime.workers():
         loaded.setdefault(w.key.model, []).append(w.key.device)
@@ -265,14 +253,16 @@ async def stop(chat_id: str) -> Stopped:
     """Stop the reply being generated; the partial reply is kept with status ``stopped``."""
     conversations = services().conversations
     await conversations.get(chat_id)
-    return Stopped(stopped=conversations.stop(chat_id), chat_id=chat_id)
+    stopped = conversations.stop(chat_id)
+    return Stopped(stopped=stopped is not None, chat_id=chat_id, message_id=stopped.message_id if stopped else None)
 
 
 @blueprint.post("/chats/<chat_id>/regenerate")
 @validate_request(RegenerateRequest)
 @document_response(ChatResponse)
+@streams_events
 async def regenerate(chat_id: str, data: RegenerateRequest) -> dict[str, object] | Response:
     """Replace the last reply (or answer the last unanswered message) with a new one."""
-    turn = await services().conversations.regenerate(chat_id)
-    return await _answer(turn, data.stream)
+    reply = await services().conversations.start(chat_id, None)
+    return await _answer(reply, data.stream)
 

@@ -1,23 +1,32 @@
-"""HTTP errors. Every failure leaves the API as JSON ``{"error", "detail", "status"}``.
+"""HTTP errors: the one place where an exception becomes what a client is told.
 
-Hierarchy::
+Hierarchy (the API's own errors; each carries its status)::
 
-    ApiError                    raised by the API's own code, carries its status
+    ApiError                    400 unless a subclass says otherwise
+    ├── MalformedRequest        400 a body or URL no route could use (see api/requests.py)
     ├── ChatNotFound            404
     ├── NotLoaded               409 the chat has no model loaded and named none
-    ├── ChatBusy                429 a reply for this chat is still being generated
-    └── MessageTooLong          413
+    ├── MessageTooLong          413
+    ├── UnsupportedMediaType    415 a JSON route got a body of another type
+    └── ChatBusy                429 a reply for this chat is still being generated
 
-Runtime errors are mapped here, once (see :data:`RUNTIME_STATUS`); routes never build
-error responses themselves. ``/v1/`` routes get OpenAI's error shape instead.
+Runtime errors are mapped here, once (see :data:`RUNTIME_STATUS`). :func:`describe` turns
+any exception into an :class:`ErrorInfo`, and :func:`error_payload` turns that into the body
+every channel uses: HTTP error responses, the chat stream's ``error`` event, and the
+OpenAI stream's in-band error. Bodies are ``{"error", "detail", "status"}``, or OpenAI's
+``{"error": {"message", "type", "code"}}`` under ``/v1/``. Anything unexpected (a bug) is
+logged with its traceback under a reference id, and the client gets only that id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, has_request_context, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -27,11 +36,17 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
+    """An error of the API's own, with the HTTP status it answers."""
+
     status = 400
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+class MalformedRequest(ApiError):
+    status = 400
 
 
 class ChatNotFound(ApiError):
@@ -44,6 +59,10 @@ class NotLoaded(ApiError):
 
 class MessageTooLong(ApiError):
     status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
 
 
 class ChatBusy(ApiError):
@@ -67,61 +86,92 @@ RUNTIME_STATUS: dict[type[rt.ModelRuntimeError], int] = {
 }
 
 
-def status_of(exc: BaseException) -> int:
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What a client is told about one error, whatever the channel."""
+
+    name: str
+    detail: str
+    status: int
+    retry_after_s: float | None = None
+    reference: str | None = None  # set for unexpected errors: the id their log entry carries
+
+
+def describe(exc: BaseException) -> ErrorInfo:
+    """What to tell a client about ``exc``.
+
+    API, runtime, validation and HTTP errors say what they are. Anything else is a bug: it
+    is logged here, with its traceback and a new reference id, and described only as an
+    ``InternalError`` naming that reference, so nothing of the server's internals leaves it.
+    """
     if isinstance(exc, ApiError):
-        return exc.status
-    for kind, status in RUNTIME_STATUS.items():
-        if isinstance(exc, kind):
-            return status
-    return 500
+        return ErrorInfo(type(exc).__name__, exc.detail, exc.status, _retry_after(exc))
+    if isinstance(exc, rt.ModelRuntimeError):
+        status = next((s for kind, s in RUNTIME_STATUS.items() if isinstance(exc, kind)), 500)
+        return ErrorInfo(type(exc).__name__, str(exc) or type(exc).__name__, status, _retry_after(exc))
+    if isinstance(exc, RequestSchemaValidationError):
+        return ErrorInfo("ValidationError", _validation_detail(exc), 422)
+    if isinstance(exc, HTTPException) and exc.code is not None and exc.code < 500:
+        return ErrorInfo(type(exc).__name__, exc.description or exc.name, exc.code)
+    return _internal(exc)
 
 
-def retry_after(exc: BaseException) -> float | None:
-    """Seconds a client should wait before retrying, for errors that say so (429)."""
+def error_payload(info: ErrorInfo, *, openai: bool) -> dict[str, Any]:
+    """The JSON body for ``info``: the API's shape, or OpenAI's when ``openai`` is true."""
+    extra = {"reference": info.reference} if info.reference is not None else {}
+    if openai:
+        return {"error": {"message": info.detail, "type": info.name, "code": info.status, **extra}}
+    return {"error": info.name, "detail": info.detail, "status": info.status, **extra}
+
+
+def _retry_after(exc: BaseException) -> float | None:
     value = getattr(exc, "retry_after_s", None)
     return float(value) if value is not None else None
 
 
-def _body(name: str, detail: str, status: int, retry_after_s: float | None = None) -> Response:
-    if request.path.startswith("/v1/"):
-        payload: dict[str, Any] = {"error": {"message": detail, "type": name, "code": status}}
-    else:
-        payload = {"error": name, "detail": detail, "status": status}
-    response = jsonify(payload)
-    response.status_code = status
-    if retry_after_s is not None:
-        response.headers["Retry-After"] = str(max(1, round(retry_after_s)))
+def _validation_detail(exc: RequestSchemaValidationError) -> str:
+    errors = getattr(exc.validation_error, "errors", None)
+    if callable(errors):
+        # Each error's place and message only: pydantic's input echo could be megabytes.
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg')}" for e in errors()
+        )
+    return "the request does not match the operation's schema"
+
+
+def _internal(exc: BaseException) -> ErrorInfo:
+    reference = uuid.uuid4().hex[:12]
+    where = f" on {request.method} {request.path[:200]!r}" if has_request_context() else ""
+    log.error("unexpected error%s; reference %s", where, reference, exc_info=exc)
+    detail = f"an unexpected error occurred; reference {reference}"
+    return ErrorInfo("InternalError", detail, 500, reference=reference)
+
+
+async def _respond(info: ErrorInfo) -> Response:
+    if info.status not in (408, 413):  # those failed reading the body
+        # Hypercorn closes a connection whose request body was not all received when the
+        # response ends, and a client reusing it meanwhile loses its next request: an early
+        # refusal (a bad URL, a wrong Content-Type) waits for the body first.
+        with contextlib.suppress(Exception):
+            await request.get_data()
+    response = jsonify(error_payload(info, openai=request.path.startswith("/v1/")))
+    response.status_code = info.status
+    if info.retry_after_s is not None:
+        response.headers["Retry-After"] = str(max(1, round(info.retry_after_s)))
     return response
 
 
 def register(app: Quart) -> None:
     """Install the one place where exceptions become HTTP responses."""
 
-    @app.errorhandler(ApiError)
-    async def api_error(exc: ApiError) -> Response:
-        return _body(type(exc).__name__, exc.detail, exc.status, retry_after(exc))
-
-    @app.errorhandler(rt.ModelRuntimeError)
-    async def runtime_error(exc: rt.ModelRuntimeError) -> Response:
-        return _body(type(exc).__name__, str(exc), status_of(exc), retry_after(exc))
-
-    @app.errorhandler(RequestSchemaValidationError)
-    async def invalid_body(exc: RequestSchemaValidationError) -> Response:
-        errors = getattr(exc.validation_error, "errors", None)
-        if callable(errors):
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg')}" for e in errors()
-            )
-        else:
-            detail = str(exc.validation_error)
-        return _body("ValidationError", detail, 422)
-
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        return _body(type(exc).__name__, exc.description or exc.name, status)
+        response = await _respond(describe(exc))
+        for key, value in exc.get_headers():  # e.g. a 405's Allow
+            if key.lower() != "content-type":
+                response.headers[key] = value
+        return response
 
     @app.errorhandler(Exception)
-    async def unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return _body("InternalError", f"{type(exc).__name__}: {exc}", 500)
+    async def any_error(exc: Exception) -> Response:
+        return await _respond(describe(exc))

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runtime.client import ModelRuntime, WorkerInfo
+from runtime.interface import ModelRuntime, WorkerInfo
 
 
 class _RuntimeCollector(Collector):

@@ -8,7 +8,6 @@ OpenAI-style caller of that model.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -21,10 +20,10 @@ from quart import Blueprint, Response
 from quart_schema import validate_request
 
 from api import sse
-from api.errors import MessageTooLong, status_of
+from api.errors import MessageTooLong, describe, error_payload
 from api.services import services
-from runtime.client import WorkerInfo
 from runtime.errors import ModelRuntimeError
+from runtime.interface import Event, Queued, WorkerInfo
 from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
@@ -70,12 +69,12 @@ async def _worker_for(model: str) -> WorkerInfo:
     held = runtime.holding(_holder(model))
     if held is not None:
         return held
-    return await runtime.load(_holder(model), model, services().settings.default_device)  # type: ignore[arg-type]
+    return await runtime.load(_holder(model), model, services().settings.default_device)
 
 
 @blueprint.get("/models")
 async def list_models() -> dict[str, Any]:
-    found = await asyncio.to_thread(services().runtime.models)  # a folder scan: off the event loop
+    found = await services().runtime.models()
     return {"object": "list", "data": [{"id": m.name, "object": "model", "created": 0, "owned_by": "local"} for m in found]}
 
 
@@ -102,19 +101,26 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     events = s.runtime.generate(_holder(data.model), fitted.messages, params)
+    try:
+        first = await _first_output(events)  # refusals and failures in the queue keep their HTTP status
+    except BaseException:
+        await events.aclose()
+        raise
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        return sse.respond(_chunks(events, completion_id, created, worker.key.model, include_usage))
+        return sse.respond(_chunks(first, events, completion_id, created, worker.key.model, include_usage))
     parts: list[str] = []
     finished: Finished | None = None
     async with contextlib.aclosing(events) as stream:
-        async for event in stream:
+        event: Event | None = first
+        while event is not None:
             if isinstance(event, TokenChunk):
                 parts.append(event.text)
-            else:
+            elif isinstance(event, Finished):
                 finished = event
+                break
+            event = await anext(stream, None)
     assert finished is not None
-    usage = _usage(finished)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -127,8 +133,16 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
                 "finish_reason": _FINISH[finished.finish_reason],
             }
         ],
-        "usage": usage,
+        "usage": _usage(finished),
     }
+
+
+async def _first_output(events: AsyncIterator[Event]) -> TokenChunk | Finished:
+    """Wait past the queue for the first token (or the end of an empty reply)."""
+    async for event in events:
+        if not isinstance(event, Queued):
+            return event
+    raise ModelRuntimeError("the reply ended before it started")
 
 
 def _usage(finished: Finished) -> dict[str, int]:
@@ -141,7 +155,8 @@ def _usage(finished: Finished) -> dict[str, int]:
 
 
 async def _chunks(
-    events: AsyncIterator[TokenChunk | Finished], completion_id: str, created: int, model: str, include_usage: bool
+    first: TokenChunk | Finished, events: AsyncIterator[Event], completion_id: str, created: int, model: str,
+    include_usage: bool,
 ) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None, usage: dict[str, int] | None = None) -> bytes:
         body: dict[str, Any] = {
@@ -158,14 +173,16 @@ async def _chunks(
     yield chunk({"role": "assistant", "content": ""}, None)
     async with contextlib.aclosing(events) as stream:
         try:
-            async for event in stream:
+            event: Event | None = first
+            while event is not None:
                 if isinstance(event, TokenChunk):
                     yield chunk({"content": event.text}, None)
-                else:
+                elif isinstance(event, Finished):
                     yield chunk({}, _FINISH[event.finish_reason])
                     if include_usage:
                         yield chunk({}, None, _usage(event))
+                    break
+                event = await anext(stream, None)
         except ModelRuntimeError as exc:
-            error = {"error": {"message": str(exc), "type": type(exc).__name__, "code": status_of(exc)}}
-            yield f"data: {json.dumps(error)}\n\n".encode()
+            yield f"data: {json.dumps(error_payload(describe(exc), openai=True))}\n\n".encode()
     yield b"data: [DONE]\n\n"

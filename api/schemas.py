@@ -1,21 +1,30 @@
-"""Request and response bodies. quart-schema validates requests against these and builds
-``/openapi.json`` from them, so the documented schemas are the enforced ones.
+"""Request, response and event bodies: one pydantic model per thing on the wire.
 
-Names and fields of the seed (LoadRequest, ChatRequest, ChatResponse, ...) are kept so
-seed clients work unchanged; fields after them are additions.
+quart-schema validates requests against these and builds ``/openapi.json`` from them, so
+the documented schemas are the enforced ones; the server-sent events' payloads are models
+here too. The first fields of LoadRequest, ChatRequest, ChatResponse, StatusResponse,
+ChatMeta and ChatMessage are the original API's, so its clients work unchanged.
+
+On the wire, ``device`` is always the device a load asked for (``auto``, ``cpu``, ``gpu``)
+and ``running_on`` the one a worker actually runs on (``cpu``, ``cuda``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from runtime import backends
 
 CHAT_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 ChatId = Field(min_length=1, max_length=64, pattern=CHAT_ID_PATTERN, examples=["5f0c2a9e"])
 OptionalChatId = Field(None, min_length=1, max_length=64, pattern=CHAT_ID_PATTERN)
 DeviceName = Literal["auto", "cpu", "gpu"]
-BackendName = Literal["llama.cpp", "transformers", "onnx"]
+BackendName = Annotated[
+    str, AfterValidator(backends.check), Field(json_schema_extra={"enum": list(backends.NAMES)})
+]
+RunningOn = Literal["cpu", "cuda"]
 MessageStatus = Literal["streaming", "complete", "stopped", "error"]
 
 
@@ -38,7 +47,7 @@ class LoadRequest(Strict):
 
 class UnloadRequest(Strict):
     chat_id: str = ChatId
-    model: str | None = Field(None, description="Accepted for seed compatibility; the chat's model is unloaded.")
+    model: str | None = Field(None, description="Accepted for the original API's clients; the chat's model is unloaded.")
     device: DeviceName | None = None
 
 
@@ -86,7 +95,7 @@ class WorkerState(BaseModel):
     model: str
     device: DeviceName
     backend: str
-    running_on: Literal["cpu", "cuda"]
+    running_on: RunningOn
     pid: int
     context_length: int
     load_time_s: float
@@ -104,7 +113,7 @@ class StatusResponse(BaseModel):
     device: str | None = None
     chat_id: str | None = None
     backend: str | None = None
-    running_on: str | None = None
+    running_on: RunningOn | None = None
     context_length: int | None = None
     reason: str | None = Field(None, description="Why the chat's model is no longer loaded, if it went away.")
     workers: list[WorkerState] = []
@@ -134,20 +143,24 @@ class ChatList(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """One stored message. A reply also says how it was made; the same shape is in
+    ``/history``, in ``POST /chat``'s answer and in the stream's ``done`` event."""
+
+    id: int
     sender: Literal["user", "assistant"]
     text: str
     timestamp: str
-    id: int
     status: MessageStatus = "complete"
-    error: str | None = None
+    error: str | None = Field(None, description="Why the reply failed (status error).")
     model: str | None = None
-    device: str | None = None
+    backend: str | None = None
+    running_on: RunningOn | None = None
     prompt_tokens: int | None = None
-    tokens: int | None = None
+    tokens: int | None = Field(None, description="Tokens generated.")
     time_to_first_token_s: float | None = None
-    time_s: float | None = None
-    tps: float | None = None
-    dropped_messages: int | None = None
+    time_s: float | None = Field(None, description="Time from the request reaching the model to its end.")
+    tps: float | None = Field(None, description="Tokens per second.")
+    dropped_messages: int | None = Field(None, description="Earlier messages left out to fit the context.")
 
 
 class History(BaseModel):
@@ -178,18 +191,10 @@ class UnloadResponse(BaseModel):
     shared: bool = Field(False, description="Other chats still use the worker, so it keeps running.")
 
 
-class ChatResponse(BaseModel):
+class ChatResponse(ChatMessage):
+    """``POST /chat``'s JSON answer: the stored reply, and its text as ``response``."""
+
     response: str
-    tokens: int
-    time_s: float
-    tps: float
-    message_id: int
-    status: MessageStatus
-    prompt_tokens: int
-    time_to_first_token_s: float
-    dropped_messages: int
-    model: str
-    device: str
 
 
 class ModelEntry(BaseModel):
@@ -213,3 +218,41 @@ class Deleted(BaseModel):
 class Stopped(BaseModel):
     stopped: bool
     chat_id: str
+    message_id: int | None = Field(None, description="The reply that was stopped.")
+
+
+# Server-sent events of POST /chat with "stream": true (event name: payload model)
+
+
+class StartEvent(BaseModel):
+    """``start``: the reply was accepted and stored; tokens follow."""
+
+    message_id: int
+    model: str
+    backend: str
+    running_on: RunningOn
+    dropped_messages: int
+
+
+class TokenEvent(BaseModel):
+    """``token``: the next piece of the reply's text."""
+
+    text: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: an HTTP error's body, and the stream's ``error`` event (with the reply's id)."""
+
+    error: str = Field(description="The error's name, e.g. ModelNotFound, ChatBusy, WorkerDied.")
+    detail: str = Field(description="What happened, for people.")
+    status: int = Field(description="The HTTP status it maps to.")
+    reference: str | None = Field(None, description="For unexpected errors: the id of the log entry.")
+    message_id: int | None = Field(None, description="In a stream: the reply stored with status error.")
+
+
+STREAM_EVENTS: dict[str, type[BaseModel]] = {
+    "start": StartEvent,
+    "token": TokenEvent,
+    "done": ChatMessage,
+    "error": ErrorBody,
+}

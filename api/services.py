@@ -10,7 +10,7 @@ from api.chatlog import ChatLog
 from api.conversation import Conversations
 from api.metrics import Metrics
 from api.settings import ApiSettings
-from runtime.client import ModelRuntime
+from runtime.interface import ModelRuntime
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import AliasChoices, Field
 
+from runtime.protocol import Device
 from runtime.settings import PROJECT_ROOT, RuntimeSettings
 
 
@@ -27,4 +28,4 @@ class ApiSettings(RuntimeSettings):
     default_max_new_tokens: int = Field(256, ge=1, le=32_768, description="Reply length for new chats.")
     default_temperature: float = Field(0.7, ge=0, le=2, description="Temperature for new chats.")
     default_top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling for new chats.")
-    default_device: str = Field("auto", pattern="^(auto|cpu|gpu)$", description="Device when none is given.")
+    default_device: Device = Field("auto", description="Device when none is given.")

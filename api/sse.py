@@ -1,22 +1,31 @@
-"""Server-sent events: turning a chat turn into an ``text/event-stream`` response."""
+"""Server-sent events: a ``text/event-stream`` response, and a chat reply as its events.
+
+A reply's events are ``start`` (:class:`~api.schemas.StartEvent`), ``token``
+(:class:`~api.schemas.TokenEvent`) per piece of text, then ``done`` (the stored
+:class:`~api.schemas.ChatMessage`) or ``error`` (:class:`~api.schemas.ErrorBody`). The
+response is made only for a reply the runtime accepted and started, so refusals keep their
+HTTP status.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from typing import Any
 
+from pydantic import BaseModel
 from quart import Response
 
-from api.conversation import Conversations, ReplyDone, Turn
-from api.errors import status_of
+from api.conversation import Reply
+from api.errors import describe, error_payload
+from api.schemas import ChatMessage, TokenEvent
 from runtime.errors import ModelRuntimeError
 
 
-def event(name: str, data: Any) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+def event(name: str, data: BaseModel | dict[str, Any]) -> bytes:
+    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    return f"event: {name}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
 def respond(body: AsyncIterator[bytes]) -> Response:
@@ -27,37 +36,16 @@ def respond(body: AsyncIterator[bytes]) -> Response:
     return response
 
 
-async def start_turn_events(conversations: Conversations, turn: Turn) -> AsyncIterator[bytes]:
-    """Start the reply and wait for its first chunk, so a refusal (a full queue, a dead
-    worker) is raised here, as a real HTTP error, before any response is committed."""
-    reply = conversations.run(turn)
-    try:
-        first = await anext(reply)
-    except BaseException:
-        await reply.aclose()
-        raise
-    return _turn_events(turn, first, reply)
-
-
-async def _turn_events(turn: Turn, first: str | ReplyDone, rest: AsyncIterator[str | ReplyDone]) -> AsyncIterator[bytes]:
-    """``start``, ``token`` events with ``{"text"}``, then ``done`` with the stored message, or ``error``."""
-    yield event("start", {"message_id": turn.reply.id, "model": turn.worker.key.model,
-                          "device": turn.worker.device, "dropped_messages": turn.dropped})
-
-    async def items() -> AsyncIterator[str | ReplyDone]:
-        yield first
-        async for item in rest:
-            yield item
-
-    async with contextlib.aclosing(rest), contextlib.aclosing(items()) as reply:
+async def reply_events(reply: Reply) -> AsyncIterator[bytes]:
+    """The events of an accepted reply; closing this stream stops the reply (stored as stopped)."""
+    yield event("start", reply.start)
+    async with contextlib.aclosing(reply.events):  # type: ignore[type-var]
         try:
-            async for item in reply:
-                if isinstance(item, ReplyDone):
-                    yield event("done", asdict(item))
+            async for item in reply.events:
+                if isinstance(item, ChatMessage):
+                    yield event("done", item)
                 else:
-                    yield event("token", {"text": item})
+                    yield event("token", TokenEvent(text=item))
         except ModelRuntimeError as exc:
-            yield event("error", {"error": type(exc).__name__, "detail": str(exc),
-                                  "status": status_of(exc), "message_id": turn.reply.id})
-
-
+            body = error_payload(describe(exc), openai=False)
+            yield event("error", {**body, "message_id": reply.start.message_id})

@@ -17,14 +17,14 @@ TITLE_CHARS = 60
 
 
 class Chat(Model):
-    """A conversation and its settings. ``id`` may be chosen by the client (the seed's UI uses UUIDs)."""
+    """A conversation and its settings. ``id`` may be chosen by the client (the dashboard uses UUIDs)."""
 
     id = fields.CharField(pk=True, max_length=64)
     title = fields.CharField(max_length=200, null=True)  # None: derived from the first message
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
-    model = fields.CharField(max_length=255, null=True)
-    device = fields.CharField(max_length=8, null=True)
+    model = fields.CharField(max_length=255, null=True)  # the model last loaded for it
+    requested_device = fields.CharField(max_length=8, null=True)  # auto, cpu, gpu: what the load asked for
     backend = fields.CharField(max_length=16, null=True)
     system_prompt = fields.TextField(default="")
     temperature = fields.FloatField(default=0.7)
@@ -50,7 +50,7 @@ class Message(Model):
     status = fields.CharField(max_length=16, default="complete")  # streaming, complete, stopped, error
     error = fields.TextField(null=True)
     model = fields.CharField(max_length=255, null=True)
-    device = fields.CharField(max_length=8, null=True)
+    running_on = fields.CharField(max_length=8, null=True)  # cpu, cuda: where the reply was generated
     backend = fields.CharField(max_length=16, null=True)
     prompt_tokens = fields.IntField(null=True)
     completion_tokens = fields.IntField(null=True)

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import sys
 
-from runtime.client import ModelRuntime
+from runtime import backends
+from runtime.interface import ModelRuntime
 from runtime.default_model import GGUF_NAME
 from runtime.errors import ModelRuntimeError
 from runtime.manager import Runtime
@@ -20,8 +21,8 @@ from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
 HOLDER = "terminal"
 
 
-def _print_models(runtime: ModelRuntime) -> None:
-    models = runtime.models()
+async def _print_models(runtime: ModelRuntime) -> None:
+    models = await runtime.models()
     if not models:
         print("No models found. Put a .gguf file or a model folder into the models folder.")
         return
@@ -33,7 +34,7 @@ def _print_models(runtime: ModelRuntime) -> None:
 async def _chat(runtime: ModelRuntime, args: argparse.Namespace) -> None:
     info = await runtime.load(HOLDER, args.model, args.device, args.backend)
     print(
-        f"Loaded {info.key.model} with {info.key.backend} on {info.device} in {info.load_time_s:.2f} s "
+        f"Loaded {info.key.model} with {info.key.backend} on {info.running_on} in {info.load_time_s:.2f} s "
         f"(context {info.context_length} tokens). Empty line or Ctrl-D quits; Ctrl-C stops a reply."
     )
     history: list[ChatMessage] = [ChatMessage("system", args.system)] if args.system else []
@@ -75,10 +76,10 @@ async def _stream_reply(runtime: ModelRuntime, messages: list[ChatMessage], para
 
 
 async def _main(args: argparse.Namespace) -> int:
-    runtime = Runtime()
+    runtime = await asyncio.to_thread(Runtime)
     try:
         if args.command == "models":
-            _print_models(runtime)
+            await _print_models(runtime)
         else:
             await _chat(runtime, args)
     except ModelRuntimeError as exc:
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     chat = sub.add_parser("chat", help="chat with a model")
     chat.add_argument("--model", default=GGUF_NAME)
     chat.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    chat.add_argument("--backend", choices=("llama.cpp", "transformers", "onnx"), default=None)
+    chat.add_argument("--backend", choices=backends.NAMES, default=None)
     chat.add_argument("--system", default="", help="system prompt")
     chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.add_argument("--temperature", type=float, default=0.7)

@@ -15,14 +15,15 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 from runtime.errors import InvalidModelName, ModelNotFound
 
-Backend = Literal["llama.cpp", "transformers", "onnx"]
-BACKENDS: tuple[Backend, ...] = ("llama.cpp", "transformers", "onnx")
 
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+# Set-up and the ONNX export write each model as ``<name>.partial`` and rename it when done;
+# until then it may already look like a model (config.json and some weights).
+_IN_PROGRESS_SUFFIX = ".partial"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,19 +31,22 @@ class ModelInfo:
     """A model found on disk. ``path`` is the file or folder the backend opens."""
 
     name: str
-    backend: Backend
+    backend: str  # the backend that opens it, a name from runtime.backends.NAMES
     path: Path
     size_bytes: int
     context_length: int | None
 
 
 def scan(models_dir: Path) -> list[ModelInfo]:
-    """Every usable model in ``models_dir``, sorted by name. Unusable entries are skipped."""
+    """Every usable model in ``models_dir``, sorted by name.
+
+    Unusable entries are skipped, and so are hidden ones and models still being written.
+    """
     if not models_dir.is_dir():
         return []
     found = []
     for entry in sorted(models_dir.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or entry.name.endswith(_IN_PROGRESS_SUFFIX):
             continue
         try:
             found.append(resolve(models_dir, entry.name))
@@ -69,10 +73,10 @@ def resolve(models_dir: Path, name: str) -> ModelInfo:
     if not target.is_relative_to(root) or target == root:
         raise InvalidModelName(f"model {name!r} resolves outside the models folder")
     if not target.exists():
-        raise ModelNotFound(f"no model named {name!r} in {models_dir}")
+        raise ModelNotFound(f"no model named {name!r} in the models folder")
     info = _classify(name, target)
     if info is None:
-        raise ModelNotFound(f"{name!r} in {models_dir} is not a GGUF file or a model folder")
+        raise ModelNotFound(f"{name!r} in the models folder is not a GGUF file or a model folder")
     return info
 
 

@@ -53,7 +53,7 @@ def metrics_line(message: dict[str, Any]) -> str:
     if message.get("time_to_first_token_s") is not None:
         parts.append(f"first token {message['time_to_first_token_s'] * 1000:.0f} ms")
     if message.get("model"):
-        parts.append(f"{message['model']} on {message.get('device') or '?'}")
+        parts.append(f"{message['model']} on {message.get('running_on') or '?'}")
     if message.get("dropped_messages"):
         parts.append(f"{message['dropped_messages']} earlier messages left out to fit the context")
     status = message.get("status", "complete")
@@ -241,16 +241,15 @@ class Dashboard:
                         drawn_at = loop.time()
                         yield {"object": text or "…"}
                 elif event == "done":
-                    done = {**data, "tokens": data["completion_tokens"], "time_s": data["total_time_s"],
-                            "tps": data["tokens_per_s"]}
-                    yield {"object": data["text"] or "(empty reply)", "footer_objects": [self._footer(done)]}
+                    yield {"object": data["text"] or "(empty reply)", "footer_objects": [self._footer(data)]}
                 elif event == "error":
                     yield {"object": text or "(no reply)",
                            "footer_objects": [self._footer({"status": "error", "error": data["detail"]})]}
                     self._show_error(f"The reply failed: {data['detail']}")
         except ApiProblem as problem:
-            if problem.status == 409:
-                self._show_error(f"{problem} Your message is saved; load a model and press Load.")
+            if problem.refused:
+                self._restore_draft(contents)
+                self._show_error(f"{problem} Your message was not sent; it is back in the message box.")
             else:
                 self._show_error(str(problem))
         except asyncio.CancelledError:
@@ -261,6 +260,13 @@ class Dashboard:
         finally:
             await self._refresh_chats()
             await self._refresh_status()
+
+    def _restore_draft(self, contents: str) -> None:
+        """A refused message was not stored: take it out of the transcript, back into the box."""
+        mine = [m for m in self.feed.objects if getattr(m, "user", None) == USER and m.object == contents]
+        if mine:
+            self.feed.objects = [m for m in self.feed.objects if m is not mine[-1]]
+        self.feed.active_widget.value_input = contents
 
     async def _after_stop(self, chat_id: str) -> None:
         for _ in range(30):

@@ -19,6 +19,11 @@ class ApiProblem(Exception):
         super().__init__(message)
         self.status = status
 
+    @property
+    def refused(self) -> bool:
+        """The API refused the request and stored nothing (409, 413, 422, 429)."""
+        return self.status in (409, 413, 422, 429)
+
 
 def _problem(response: httpx.Response) -> ApiProblem:
     try:
@@ -77,9 +82,6 @@ class ApiClient:
 
     async def unload(self, chat_id: str) -> dict[str, Any]:
         return await self._call("POST", "/unload", json={"chat_id": chat_id})  # type: ignore[no-any-return]
-
-    async def stop(self, chat_id: str) -> None:
-        await self._call("POST", f"/chats/{chat_id}/stop")
 
     async def stream_chat(self, chat_id: str, message: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Yield ``(event, data)`` pairs: ``start``, ``token``..., then ``done`` or ``error``."""

@@ -1,5 +1,7 @@
-"""Backend registry: a backend name maps to the module and class that implement it.
+"""Backend registry: the one list of backends, each name mapped to the class that implements it.
 
+A model folder is classified by :mod:`runtime.discovery` under the name of the backend that
+opens it, and the API, the terminal chat and the runtime take their choices from here.
 Modules are imported only inside worker processes, so the parent never loads an ML library.
 Adding a backend means one file in this folder and one line here.
 """
@@ -16,14 +18,19 @@ REGISTRY: dict[str, str] = {
     "transformers": "runtime.backends.hf:TransformersBackend",
     "onnx": "runtime.backends.ort:OnnxBackend",
 }
+NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def check(name: str) -> str:
+    """``name`` if it is a known backend, else :class:`BackendUnavailable` naming the known ones."""
+    if name not in REGISTRY:
+        raise BackendUnavailable(f"unknown backend {name!r}; known: {', '.join(NAMES)}")
+    return name
 
 
 def create(name: str) -> Backend:
     """Instantiate the backend called ``name`` (imports its library)."""
-    try:
-        module_name, class_name = REGISTRY[name].split(":")
-    except KeyError:
-        raise BackendUnavailable(f"unknown backend {name!r}; known: {', '.join(REGISTRY)}") from None
+    module_name, class_name = REGISTRY[check(name)].split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -8,6 +8,7 @@ reused for the prompt prefix a chat shares with its previous turn.
 from __future__ import annotations
 
 import codecs
+from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -44,7 +45,7 @@ class LlamaCppBackend(Backend):
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadFailed(f"llama.cpp could not load {spec.model_path}: {exc}") from exc
+            raise ModelLoadFailed(f"llama.cpp could not load {Path(spec.model_path).name}: {exc}") from exc
         template = self._llm.metadata.get("tokenizer.chat_template")
         if template:
             model = self._llm._model  # noqa: SLF001 - token texts are only exposed here

@@ -39,7 +39,7 @@ class OnnxBackend(TransformersBackend):
     def _load_model(self, path: str, device: str, spec: WorkerSpec) -> Any:
         graph = discovery.onnx_file(Path(path))
         if graph is None:
-            raise ModelLoadFailed(f"{path} holds no .onnx file; export one with python -m runtime.onnx_export")
+            raise ModelLoadFailed(f"{Path(path).name} holds no .onnx file; export one with python -m runtime.onnx_export")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = spec.n_threads
         options.inter_op_num_threads = 1

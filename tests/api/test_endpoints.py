@@ -74,9 +74,9 @@ async def test_chat_streams_server_sent_events(client: QuartClient) -> None:
     text = "".join(data["text"] for name, data in events if name == "token")
     done = events[-1][1]
     assert done["text"] == text and "Paris" in text
-    assert done["status"] == "complete" and done["completion_tokens"] > 0 and done["tokens_per_s"] > 0
+    assert done["status"] == "complete" and done["tokens"] > 0 and done["tps"] > 0
     history = (await (await client.get("/history?chat_id=stream-1")).get_json())["messages"]
-    assert history[-1]["id"] == done["message_id"] and history[-1]["text"] == text
+    assert history[-1] == done and history[-1]["text"] == text
 
 
 async def test_accept_header_also_selects_streaming(client: QuartClient) -> None:
@@ -86,16 +86,17 @@ async def test_accept_header_also_selects_streaming(client: QuartClient) -> None
     assert sse_events(await response.get_data())[-1][0] == "done"
 
 
-async def test_message_is_kept_when_no_model_is_loaded(client: QuartClient) -> None:
+async def test_no_model_loaded_is_a_409_that_stores_nothing(client: QuartClient) -> None:
     response = await client.post("/chat", json={"chat_id": "no-model", "message": "Is anyone there?"})
     assert response.status_code == 409
     assert "load" in (await response.get_json())["detail"]
-    history = (await (await client.get("/history?chat_id=no-model")).get_json())["messages"]
-    assert [(m["sender"], m["text"]) for m in history] == [("user", "Is anyone there?")]
-    # Loading and regenerating answers the stored message.
+    assert (await client.get("/history?chat_id=no-model")).status_code == 404  # not even the chat
+    # Loading and sending again answers it.
     await client.post("/load", json={"chat_id": "no-model", "model": GGUF})
-    again = await client.post("/chats/no-model/regenerate", json={})
+    again = await client.post("/chat", json={"chat_id": "no-model", "message": "Is anyone there?"})
     assert again.status_code == 200 and (await again.get_json())["status"] == "complete"
+    history = (await (await client.get("/history?chat_id=no-model")).get_json())["messages"]
+    assert [(m["sender"], m["status"]) for m in history] == [("user", "complete"), ("assistant", "complete")]
 
 
 async def test_chat_management(client: QuartClient, api_settings: ApiSettings) -> None:
@@ -114,7 +115,7 @@ async def test_chat_management(client: QuartClient, api_settings: ApiSettings) -
     regenerated = await (await client.post(f"/chats/{chat_id}/regenerate", json={})).get_json()
     history = (await (await client.get(f"/history?chat_id={chat_id}")).get_json())["messages"]
     assert [m["sender"] for m in history] == ["user", "assistant"]
-    assert history[1]["id"] == regenerated["message_id"] != first["message_id"]
+    assert history[1]["id"] == regenerated["id"] != first["id"]
 
     log_file = api_settings.logs_dir / "chats" / f"{chat_id}.log"
     assert log_file.exists()

@@ -42,7 +42,7 @@ def through_api(http: httpx.Client, n: int, max_new: int) -> Run:
             elif sse.event == "done":
                 done = json.loads(sse.data)
     total = time.perf_counter() - started
-    return (first or time.perf_counter()) - started, total, int(done["completion_tokens"]), str(done["text"]).strip()  # type: ignore[call-overload]
+    return (first or time.perf_counter()) - started, total, int(done["tokens"]), str(done["text"]).strip()  # type: ignore[call-overload]
 
 
 def main() -> None:

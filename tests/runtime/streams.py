@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from runtime.client import ModelRuntime
+from runtime.interface import ModelRuntime
 from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
 
 
@@ -17,7 +17,7 @@ async def collect(
     async for event in rt.generate(holder, messages, params):
         if isinstance(event, TokenChunk):
             parts.append(event.text)
-        else:
+        elif isinstance(event, Finished):
             finished = event
     assert finished is not None
     return "".join(parts), finished

@@ -53,7 +53,7 @@ async def test_pinning_reaches_the_worker_and_unload_reports_freed_memory(
     rt = Runtime(settings)
     try:
         info = await rt.load("pinned", GGUF_NAME, "auto")
-        assert info.cuda_visible_devices == "" and info.device == "cpu"
+        assert info.cuda_visible_devices == "" and info.running_on == "cpu"
         rss_mb = psutil.Process(info.pid).memory_info().rss / 2**20
         with pytest.raises(DeviceUnavailable):
             await rt.load("gpu", TRANSFORMERS_NAME, "gpu", backend="transformers")

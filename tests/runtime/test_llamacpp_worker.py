@@ -62,7 +62,7 @@ async def test_greedy_reply_is_real_and_ends_at_the_turn(runtime: Runtime) -> No
 async def test_worker_reports_what_it_runs_on(runtime: Runtime) -> None:
     info = runtime.holding("main")
     assert info is not None
-    assert (info.device, info.key.backend, info.context_length) == ("cpu", "llama.cpp", 2048)
+    assert (info.running_on, info.key.backend, info.context_length) == ("cpu", "llama.cpp", 2048)
     assert info.load_time_s > 0 and psutil.pid_exists(info.pid)
 
 

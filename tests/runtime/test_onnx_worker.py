@@ -42,7 +42,7 @@ async def _greedy(rt: Runtime, holder: str, messages: list[ChatMessage]) -> tupl
 
 async def test_export_generates_and_matches_transformers(runtime: Runtime) -> None:
     info = runtime.holding("onnx")
-    assert info is not None and (info.key.backend, info.device) == ("onnx", "cpu")
+    assert info is not None and (info.key.backend, info.running_on) == ("onnx", "cpu")
     onnx_text, onnx_done = await _greedy(runtime, "onnx", ENDLESS)
     assert onnx_done.metrics.completion_tokens == 32 and onnx_done.metrics.tokens_per_s > 0
     await runtime.load("torch", TRANSFORMERS_NAME, "cpu", backend="transformers")

@@ -1,18 +1,24 @@
 """The runtime interface the API and the terminal chat depend on, and the values it returns.
 
 Callers identify themselves as *holders* (a chat id, say). A holder holds at most one
-loaded model at a time; workers are shared by all holders of the same (model, device,
-backend) and stop when the last holder lets go.
+loaded model at a time; workers are shared by all holders of the same (model, requested
+device, backend) and stop when the last holder lets go.
+
+Two implementations exist: :class:`runtime.manager.Runtime` (one spawned process per
+loaded model) and :class:`runtime.fake.FakeRuntime` (in-process, for tests of the layers
+above). Nothing else of the runtime is imported by the API.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from runtime.discovery import ModelInfo
-from runtime.protocol import ChatMessage, Device, Event, GenerationParams
+from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, TokenChunk
+
+RunningOn = Literal["cpu", "cuda"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +26,7 @@ class WorkerKey:
     """Identity of a worker: two loads with the same key share one process."""
 
     model: str
-    device: Device
+    requested_device: Device  # what the load asked for: auto, cpu or gpu
     backend: str
 
 
@@ -30,7 +36,7 @@ class WorkerInfo:
 
     key: WorkerKey
     pid: int
-    device: str  # what it actually runs on: "cpu" or "cuda"
+    running_on: RunningOn  # what the worker actually runs on
     context_length: int
     load_time_s: float
     has_chat_template: bool
@@ -64,10 +70,24 @@ class FittedPrompt:
     prompt_tokens: int
 
 
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """First event of every generation: the request was accepted into the worker's queue.
+
+    ``ahead`` requests run or wait before it. Until this event arrives nothing was
+    accepted, so a caller may refuse its client without keeping anything.
+    """
+
+    ahead: int
+
+
+Event = Queued | TokenChunk | Finished
+
+
 class ModelRuntime(Protocol):
     """Everything callers may ask of the runtime."""
 
-    def models(self) -> list[ModelInfo]:
+    async def models(self) -> list[ModelInfo]:
         """Models found in the models folder now."""
         ...
 
@@ -94,7 +114,7 @@ class ModelRuntime(Protocol):
         ...
 
     def exit_reason(self, holder: str) -> str | None:
-        """Why the holder's worker went away without being unloaded (it died), if it did."""
+        """Why the holder's worker went away without being unloaded by it (died, idle, evicted)."""
         ...
 
     def workers(self) -> list[WorkerInfo]:
@@ -118,7 +138,11 @@ class ModelRuntime(Protocol):
     def generate(
         self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams
     ) -> AsyncIterator[Event]:
-        """Stream token chunks, then one ``Finished``. Closing the iterator aborts the request."""
+        """Stream one :class:`Queued`, token chunks, then one ``Finished``.
+
+        Refusals (no model, a full queue) are raised before ``Queued``; failures after it
+        (the worker died) are raised where they happen. Closing the iterator aborts the request.
+        """
         ...
 
     async def close(self) -> None:

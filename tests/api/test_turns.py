@@ -1,0 +1,219 @@
+"""Chat turns under concurrency and failure, against the fake runtime (API logic only).
+
+What is checked is what a client sees and what the database keeps: one reply per chat at
+a time, refused requests that store nothing, accepted ones that always store an answer row,
+and stop signals that reach the reply they were meant for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from quart.typing import TestAppProtocol as QuartTestApp
+from quart.typing import TestClientProtocol as QuartClient
+
+from api.app import create_app
+from api.settings import ApiSettings
+from runtime.fake import FakeRuntime, fake_model
+from tests.api.conftest import sse_events
+
+MODEL = "fake.gguf"
+
+
+@pytest.fixture(scope="module")
+def fake() -> FakeRuntime:
+    return FakeRuntime([fake_model(MODEL)], token_delay_s=0.02, reply_words=20)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> ApiSettings:
+    home = tmp_path_factory.mktemp("turns")
+    return ApiSettings(models_dir=home / "models", db_path=home / "chat.sqlite3", logs_dir=home / "logs",
+                       state_dir=home, max_message_chars=200)
+
+
+@pytest.fixture(scope="module")
+async def app(settings: ApiSettings, fake: FakeRuntime) -> AsyncIterator[QuartTestApp]:
+    async with create_app(settings, runtime=fake).test_app() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(app: QuartTestApp) -> QuartClient:
+    return app.test_client()
+
+
+@pytest.fixture(autouse=True)
+def pace(fake: FakeRuntime) -> None:
+    fake.token_delay_s, fake.reply_words, fake.max_queue = 0.02, 20, 8
+
+
+def _rows(settings: ApiSettings, chat_id: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(settings.db_path) as db:
+        return list(db.execute("select role, status from messages where chat_id = ? order by id", (chat_id,)))
+
+
+async def _load(client: QuartClient, chat_id: str) -> None:
+    response = await client.post("/load", json={"chat_id": chat_id, "model": MODEL})
+    assert response.status_code == 200, await response.get_data()
+
+
+async def test_twenty_concurrent_turns_on_one_chat_give_one_reply(
+    client: QuartClient, fake: FakeRuntime, settings: ApiSettings
+) -> None:
+    await _load(client, "burst")
+    before = fake.generations
+
+    async def stop_the_running_reply() -> dict[str, Any]:
+        for _ in range(200):
+            if fake.workers()[0].busy:  # a reply is being generated
+                answer = await (await client.post("/chats/burst/stop")).get_json()
+                assert answer["stopped"]
+                return dict(answer)
+            await asyncio.sleep(0.005)
+        raise AssertionError("no reply ever ran")
+
+    *responses, stopped = await asyncio.gather(
+        *(client.post("/chat", json={"chat_id": "burst", "message": f"question {i}"}) for i in range(20)),
+        stop_the_running_reply(),
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [429] * 19
+    refused = [r for r in responses if r.status_code == 429]
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    assert (await refused[0].get_json())["error"] == "ChatBusy"
+    answered = await next(r for r in responses if r.status_code == 200).get_json()
+    assert answered["status"] == "stopped" and answered["id"] == stopped["message_id"]
+    assert fake.generations - before == 1
+    assert _rows(settings, "burst") == [("user", "complete"), ("assistant", "stopped")]
+
+
+async def test_a_refused_request_stores_nothing(client: QuartClient, fake: FakeRuntime, settings: ApiSettings) -> None:
+    # No model loaded: 409, and not even the chat is created.
+    response = await client.post("/chat", json={"chat_id": "never", "message": "hello?"})
+    assert response.status_code == 409
+    assert (await client.get("/history?chat_id=never")).status_code == 404
+    # Too long: 413.
+    await _load(client, "refusals")
+    response = await client.post("/chat", json={"chat_id": "refusals", "message": "x" * 201})
+    assert response.status_code == 413
+    # Invalid: 422.
+    response = await client.post("/chat", json={"chat_id": "refusals", "message": ""})
+    assert response.status_code == 422
+    # The model's queue is full: 429.
+    fake.max_queue = 0
+    response = await client.post("/chat", json={"chat_id": "refusals", "message": "anyone?"})
+    assert response.status_code == 429 and (await response.get_json())["error"] == "Busy"
+    assert _rows(settings, "refusals") == []
+    fake.max_queue = 8
+    ok = await client.post("/chat", json={"chat_id": "refusals", "message": "now?"})
+    assert ok.status_code == 200
+    assert _rows(settings, "refusals") == [("user", "complete"), ("assistant", "complete")]
+
+
+async def test_a_dead_worker_refuses_with_409_and_says_why(
+    client: QuartClient, fake: FakeRuntime, settings: ApiSettings
+) -> None:
+    await _load(client, "orphan")
+    fake.kill(MODEL)
+    response = await client.post("/chat", json={"chat_id": "orphan", "message": "still there?"})
+    assert response.status_code == 409
+    assert "killed" in (await response.get_json())["detail"]
+    assert _rows(settings, "orphan") == []
+    status = await (await client.get("/status?chat_id=orphan")).get_json()
+    assert status["loaded"] is False and "killed" in status["reason"]
+
+
+async def test_a_worker_dying_while_a_request_waits_keeps_the_503_and_stores_the_error(
+    client: QuartClient, fake: FakeRuntime, settings: ApiSettings
+) -> None:
+    fake.reply_words = 200
+    await _load(client, "first")
+    await _load(client, "second")
+    running = asyncio.ensure_future(client.post("/chat", json={"chat_id": "first", "message": "long one", "stream": True}))
+    while not fake.workers() or not fake.workers()[0].busy:
+        await asyncio.sleep(0.01)
+    waiting = [
+        asyncio.ensure_future(client.post("/chat", json={"chat_id": "second", "message": "queued", "stream": True})),
+        asyncio.ensure_future(client.post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "queued too"}], "stream": True})),
+    ]
+    await asyncio.sleep(0.05)  # both are in the queue now
+    await _until_both_wait(fake)
+    fake.kill(MODEL)
+    first = await running
+    events = sse_events(await first.get_data())
+    assert [name for name, _ in events][-1] == "error" and events[-1][1]["status"] == 503
+    second, openai = await asyncio.gather(*waiting)
+    assert second.status_code == 503 and (await second.get_json())["error"] == "WorkerDied"
+    assert openai.status_code == 503
+    body = await openai.get_json()
+    assert body["error"]["type"] == "WorkerDied" and body["error"]["code"] == 503
+    assert _rows(settings, "first") == [("user", "complete"), ("assistant", "error")]
+    assert _rows(settings, "second") == [("user", "complete"), ("assistant", "error")]
+
+
+async def _until_both_wait(fake: FakeRuntime) -> None:
+    for _ in range(100):
+        if fake.workers() and fake.workers()[0].queued >= 2:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the requests never queued")
+
+
+async def test_stop_before_the_first_token_stores_a_stopped_reply(
+    client: QuartClient, fake: FakeRuntime, settings: ApiSettings
+) -> None:
+    fake.token_delay_s = 0.5
+    await _load(client, "early")
+    reply = asyncio.ensure_future(client.post("/chat", json={"chat_id": "early", "message": "slow", "stream": True}))
+    for _ in range(100):
+        if (await (await client.post("/chats/early/stop")).get_json())["stopped"]:
+            break
+        await asyncio.sleep(0.01)
+    events = sse_events(await (await reply).get_data())
+    assert [name for name, _ in events] == ["start", "done"]
+    assert events[-1][1]["status"] == "stopped" and events[-1][1]["text"] == ""
+    assert _rows(settings, "early") == [("user", "complete"), ("assistant", "stopped")]
+
+
+async def test_regenerate_refused_keeps_the_reply_it_would_replace(
+    client: QuartClient, fake: FakeRuntime, settings: ApiSettings
+) -> None:
+    await _load(client, "regen")
+    await client.post("/chat", json={"chat_id": "regen", "message": "hello"})
+    fake.max_queue = 0
+    response = await client.post("/chats/regen/regenerate", json={})
+    assert response.status_code == 429
+    assert _rows(settings, "regen") == [("user", "complete"), ("assistant", "complete")]
+    fake.max_queue = 8
+    again = await (await client.post("/chats/regen/regenerate", json={})).get_json()
+    history = (await (await client.get("/history?chat_id=regen")).get_json())["messages"]
+    assert [m["sender"] for m in history] == ["user", "assistant"] and history[1]["id"] == again["id"]
+
+
+async def test_one_message_shape_in_history_json_and_stream(client: QuartClient) -> None:
+    await _load(client, "shape")
+    answer = await (await client.post("/chat", json={"chat_id": "shape", "message": "one"})).get_json()
+    events = sse_events(await (await client.post("/chat", json={"chat_id": "shape", "message": "two", "stream": True})).get_data())
+    history = (await (await client.get("/history?chat_id=shape")).get_json())["messages"]
+    done = events[-1][1]
+    assert answer["response"] == answer["text"]
+    assert {k: v for k, v in answer.items() if k != "response"} == history[1]
+    assert done == history[3]
+    assert events[0][1]["message_id"] == done["id"]
+    assert set(history[0]) == set(done)  # user messages have the same fields
+
+
+async def test_the_schema_documents_the_stream_events(client: QuartClient) -> None:
+    schema = await (await client.get("/openapi.json")).get_json()
+    chat = schema["paths"]["/chat"]["post"]["responses"]["200"]["content"]
+    events = chat["text/event-stream"]["x-events"]
+    assert set(events) == {"start", "token", "done", "error"}
+    for ref in events.values():
+        assert ref["$ref"].rsplit("/", 1)[-1] in schema["components"]["schemas"]
+    assert "ErrorBody" in schema["components"]["schemas"]
