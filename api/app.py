@@ -46,7 +46,7 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         configure_logging(settings.logs_dir)
         await open_store(settings.db_path)
         # Constructing the local runtime ends workers an earlier run left: not on the loop.
-        chosen = runtime or await asyncio.to_thread(Runtime, settings)
+        chosen = runtime if runtime is not None else await asyncio.to_thread(Runtime, settings)
         chatlog = ChatLog(settings.logs_dir)
         recorder = metrics.Metrics(chosen)
         conversations = Conversations(chosen, settings, chatlog, recorder)

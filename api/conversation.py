@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from tortoise.exceptions import ValidationError
@@ -59,10 +59,10 @@ class Reply:
     then the stored :class:`MessageOut` (or raises the runtime error, after storing it)."""
 
     start: StartEvent
-    events: AsyncIterator[str | MessageOut]
+    events: AsyncGenerator[str | MessageOut, None]
 
 
-async def _next_or_stop(events: AsyncIterator[Event], stop: asyncio.Event) -> Event | None:
+async def _next_or_stop(events: AsyncGenerator[Event, None], stop: asyncio.Event) -> Event | None:
     """The next event, or None once ``stop`` is set (the pending step is cancelled, which aborts it)."""
     if stop.is_set():
         return None
@@ -237,8 +237,8 @@ class Conversations:
         return Reply(start, _prepend(first, stream))
 
     async def _stream(
-        self, active: ActiveReply, turn: _Turn, events: AsyncIterator[Event], event: Event | None
-    ) -> AsyncIterator[str | MessageOut]:
+        self, active: ActiveReply, turn: _Turn, events: AsyncGenerator[Event, None], event: Event | None
+    ) -> AsyncGenerator[str | MessageOut, None]:
         parts: list[str] = []
         finished: Finished | None = None
         error: ModelRuntimeError | None = None
@@ -289,7 +289,7 @@ class Conversations:
             # Stopped, disconnected or failed: the worker's metrics never came, so measure
             # here. A worker sends one chunk per token that shows text, so chunks ~ tokens.
             reply.status = "error" if error is not None else "stopped"
-            reply.error = str(error) if error is not None else None
+            reply.error = str(error) if error is not None else None  # type: ignore[assignment]
             total = ended - turn.started
             reply.completion_tokens = len(parts)
             reply.time_to_first_token_s = (first_at - turn.started) if first_at else total
@@ -319,8 +319,10 @@ class _Turn:
     started: float
 
 
-async def _prepend(first: str | MessageOut, rest: AsyncIterator[str | MessageOut]) -> AsyncIterator[str | MessageOut]:
-    async with contextlib.aclosing(rest):  # type: ignore[type-var]
+async def _prepend(
+    first: str | MessageOut, rest: AsyncGenerator[str | MessageOut, None]
+) -> AsyncGenerator[str | MessageOut, None]:
+    async with contextlib.aclosing(rest):
         yield first
         async for item in rest:
             yield item

@@ -164,7 +164,7 @@ async def _answer(reply: Reply, stream: bool) -> dict[str, object] | Response:
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
         return sse.respond(sse.reply_events(reply))
     done: ChatMessage | None = None
-    async with contextlib.aclosing(reply.events) as events:  # type: ignore[type-var]
+    async with contextlib.aclosing(reply.events) as events:
         async for item in events:
             if isinstance(item, ChatMessage):
                 done = item
@@ -180,7 +180,7 @@ async def models() -> ModelList:
     found = await s.runtime.models()
     loaded: dict[str, list[str]] = {}
     for w in s.runtime.workers():
-        loaded.setdefault(w.key.model, []).append(w.key.device)
+        loaded.setdefault(w.key.model, []).append(w.key.requested_device)
     return ModelList(
         models=[ModelEntry(name=m.name, backend=m.backend, size_bytes=m.size_bytes,
                            context_length=m.context_length, loaded_on=loaded.get(m.name, [])) for m in found],

@@ -26,7 +26,7 @@ class _RuntimeCollector(Collector):
             "llmchat_queue_depth", "Requests waiting for a worker.", labels=["model", "device", "backend"]
         )
         for w in workers:
-            depth.add_metric([w.key.model, w.key.device, w.key.backend], w.queued)
+            depth.add_metric([w.key.model, w.key.requested_device, w.key.backend], w.queued)
         yield depth
         yield CounterMetricFamily(
             "llmchat_worker_deaths", "Workers that died instead of being unloaded.", value=self._runtime.worker_deaths()

@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -137,7 +137,7 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
     }
 
 
-async def _first_output(events: AsyncIterator[Event]) -> TokenChunk | Finished:
+async def _first_output(events: AsyncGenerator[Event, None]) -> TokenChunk | Finished:
     """Wait past the queue for the first token (or the end of an empty reply)."""
     async for event in events:
         if not isinstance(event, Queued):
@@ -155,7 +155,7 @@ def _usage(finished: Finished) -> dict[str, int]:
 
 
 async def _chunks(
-    first: TokenChunk | Finished, events: AsyncIterator[Event], completion_id: str, created: int, model: str,
+    first: TokenChunk | Finished, events: AsyncGenerator[Event, None], completion_id: str, created: int, model: str,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None, usage: dict[str, int] | None = None) -> bytes:

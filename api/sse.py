@@ -39,7 +39,7 @@ def respond(body: AsyncIterator[bytes]) -> Response:
 async def reply_events(reply: Reply) -> AsyncIterator[bytes]:
     """The events of an accepted reply; closing this stream stops the reply (stored as stopped)."""
     yield event("start", reply.start)
-    async with contextlib.aclosing(reply.events):  # type: ignore[type-var]
+    async with contextlib.aclosing(reply.events):
         try:
             async for item in reply.events:
                 if isinstance(item, ChatMessage):

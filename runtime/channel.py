@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 from runtime.errors import Busy, ModelRuntimeError, WorkerDied, from_wire
 from runtime.interface import Event, Queued
@@ -94,7 +94,7 @@ class RequestChannel:
             self._entered -= 1
             self.last_used = time.monotonic()
 
-    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[Event]:
+    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncGenerator[Event, None]:
         ahead = self._admit()  # raised at the first ``anext``: nothing was accepted
         try:
             yield Queued(ahead)
@@ -108,7 +108,7 @@ class RequestChannel:
             self._entered -= 1
             self.last_used = time.monotonic()
 
-    async def _run(self, request: Generate) -> AsyncIterator[TokenChunk | Finished]:
+    async def _run(self, request: Generate) -> AsyncGenerator[TokenChunk | Finished, None]:
         queue = self._open(request.request_id)
         finished = False
         try:

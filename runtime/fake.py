@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from runtime import backends, fitting
 from runtime.discovery import ModelInfo
 from runtime.errors import Busy, InvalidModelName, ModelNotFound, ModelNotLoaded, WorkerDied
 from runtime.interface import Event, FittedPrompt, Queued, UnloadResult, WorkerInfo, WorkerKey
-from runtime.protocol import ChatMessage, Device, Finished, GenerationMetrics, GenerationParams, TokenChunk
+from runtime.protocol import ChatMessage, Device, FinishReason, Finished, GenerationMetrics, GenerationParams, TokenChunk
 
 _pids = itertools.count(900_000)
 
@@ -162,7 +162,7 @@ class FakeRuntime:
 
     async def generate(
         self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         worker = self._worker(holder)
         queued = max(0, worker.entered - (1 if worker.lock.locked() else 0))
         if queued >= self.max_queue:
@@ -183,7 +183,7 @@ class FakeRuntime:
 
     async def _reply(
         self, worker: _FakeWorker, messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[TokenChunk | Finished]:
+    ) -> AsyncGenerator[TokenChunk | Finished, None]:
         started = time.perf_counter()
         count = min(self.reply_words, params.max_new_tokens)
         first = 0.0
@@ -196,7 +196,7 @@ class FakeRuntime:
             yield TokenChunk("fake", f"word{index}" if index == 0 else f" word{index}")
         total = time.perf_counter() - started
         prompt = sum(len(m.content.split()) + 3 for m in messages) + 2
-        reason = "length" if count == params.max_new_tokens else "stop"
+        reason: FinishReason = "length" if count == params.max_new_tokens else "stop"
         yield Finished("fake", GenerationMetrics(prompt, count, first or total, total), reason)
 
     async def close(self) -> None:

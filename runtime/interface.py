@@ -11,7 +11,7 @@ above). Nothing else of the runtime is imported by the API.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -137,7 +137,7 @@ class ModelRuntime(Protocol):
 
     def generate(
         self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Stream one :class:`Queued`, token chunks, then one ``Finished``.
 
         Refusals (no model, a full queue) are raised before ``Queued``; failures after it

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
 
 from runtime import backends, discovery, fitting, gpu
@@ -306,7 +306,7 @@ class Runtime:
 
     async def generate(
         self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         loaded = self._handle(holder)
         async with contextlib.aclosing(loaded.channel.generate(messages, params)) as events:
             async for event in events:

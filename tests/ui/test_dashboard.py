@@ -24,13 +24,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 ENDLESS = "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
 COUNTING = re.compile(r"^\d+, \d+, \d+, \d+")
 CHAT_ID = re.compile(r"chat_id=(\w+)")
+LIMIT = 2000  # the API's longest message in these tests
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is installed by deploy/local.sh test")
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[ApiServer, UiServer]]:
-    api = ApiServer(tmp_path_factory.mktemp("ui-api"), models_dir)
+    api = ApiServer(tmp_path_factory.mktemp("ui-api"), models_dir, max_message_chars=str(LIMIT))
     api.start(quiet=True)
     ui = UiServer(api.url)
     ui.start(quiet=True)
@@ -155,6 +156,21 @@ def test_stop_keeps_the_partial_reply(page: Page, servers: tuple[ApiServer, UiSe
     last = httpx.get(f"{api.url}/history", params={"chat_id": chat}).json()["messages"][-1]
     assert last["status"] == "stopped" and 0 < last["tokens"] < 2000
     page.screenshot(path=SHOTS / "05-stopped.png")
+
+
+def test_a_refused_message_goes_back_into_the_box(page: Page, servers: tuple[ApiServer, UiServer]) -> None:
+    api, ui = servers
+    page.goto(ui.url)
+    chat = _chat_id(page)
+    too_long = "word " * (LIMIT // 5 + 1)
+    box = page.get_by_placeholder("Send a message")
+    box.fill(too_long)
+    box.press("Enter")
+    expect(page.get_by_text("it is back in the message box")).to_be_visible(timeout=60_000)
+    expect(box).to_have_value(too_long)
+    expect(page.get_by_text(too_long.strip()[:40])).to_have_count(0)  # not in the transcript
+    assert httpx.get(f"{api.url}/history", params={"chat_id": chat}).json()["messages"] == []
+    page.screenshot(path=SHOTS / "09-refused.png")
 
 
 def test_unknown_chat_id_offers_a_new_chat(page: Page, servers: tuple[ApiServer, UiServer]) -> None:
