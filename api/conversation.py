@@ -27,7 +27,7 @@ from api.schemas import StartEvent
 from api.settings import ApiSettings
 from api.store import Chat, Message
 from runtime.errors import ModelRuntimeError
-from runtime.interface import Event, ModelRuntime, Queued, WorkerInfo
+from runtime.interface import Event, ModelRuntime, WorkerInfo
 from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, TokenChunk
 
 FLUSH_EVERY_S = 1.0

@@ -17,7 +17,6 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
 
 import psutil
 

@@ -25,40 +25,40 @@ async def test_models_lists_the_default_models(client: QuartClient) -> None:
     assert models["gemma-3-270m"]["backend"] == "transformers"
 
 
-async def test_seed_flow_load_chat_history_status_unload(client: QuartClient, api_settings: ApiSettings) -> None:
-    load = await client.post("/load", json={"chat_id": "seed-1", "model": GGUF, "device": "cpu"})
+async def test_original_api_flow_load_chat_history_status_unload(client: QuartClient, api_settings: ApiSettings) -> None:
+    load = await client.post("/load", json={"chat_id": "first-1", "model": GGUF, "device": "cpu"})
     assert load.status_code == 200, await load.get_data()
     body = await load.get_json()
     assert {"status", "chat_id", "model", "device", "load_time_s"} <= body.keys()
     assert (body["status"], body["running_on"], body["context_length"]) == ("loaded", "cpu", 1024)
 
-    status = await (await client.get("/status?chat_id=seed-1")).get_json()
+    status = await (await client.get("/status?chat_id=first-1")).get_json()
     assert status["loaded"] and status["model"] == GGUF and status["device"] == "cpu"
 
-    reply = await client.post("/chat", json={"chat_id": "seed-1", "message": "What is the capital of France?"})
+    reply = await client.post("/chat", json={"chat_id": "first-1", "message": "What is the capital of France?"})
     assert reply.status_code == 200
     answer = await reply.get_json()
     assert "Paris" in answer["response"]
     assert answer["tokens"] > 0 and answer["time_s"] > 0 and answer["tps"] > 0
     assert answer["status"] == "complete" and answer["dropped_messages"] == 0
 
-    history = (await (await client.get("/history?chat_id=seed-1")).get_json())["messages"]
+    history = (await (await client.get("/history?chat_id=first-1")).get_json())["messages"]
     assert [(m["sender"], m["status"]) for m in history] == [("user", "complete"), ("assistant", "complete")]
     assert history[1]["text"] == answer["response"] and history[1]["tokens"] == answer["tokens"]
     assert history[1]["model"] == GGUF and history[1]["timestamp"]
 
     chats = (await (await client.get("/chats")).get_json())["chats"]
-    listed = next(c for c in chats if c["chat_id"] == "seed-1")
+    listed = next(c for c in chats if c["chat_id"] == "first-1")
     assert listed["title"] == "What is the capital of France?" and listed["loaded"]
 
     worker_pid = (await (await client.get("/status")).get_json())["workers"][0]["pid"]
-    unload = await (await client.post("/unload", json={"chat_id": "seed-1", "model": GGUF, "device": "cpu"})).get_json()
+    unload = await (await client.post("/unload", json={"chat_id": "first-1", "model": GGUF, "device": "cpu"})).get_json()
     assert unload["status"] == "unloaded" and unload["process_exited"] is True
     assert unload["freed_mb"] > 100  # the worker's resident memory, given back
     assert not psutil.pid_exists(worker_pid)
-    status = await (await client.get("/status?chat_id=seed-1")).get_json()
+    status = await (await client.get("/status?chat_id=first-1")).get_json()
     assert not status["loaded"] and status["model"] == GGUF  # the choice is remembered
-    log = (api_settings.logs_dir / "chats" / "seed-1.log").read_text(encoding="utf-8")
+    log = (api_settings.logs_dir / "chats" / "first-1.log").read_text(encoding="utf-8")
     assert "user: What is the capital of France?" in log and "assistant [complete" in log
 
 
