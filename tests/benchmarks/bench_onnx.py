@@ -50,7 +50,7 @@ async def _run(rt: Runtime, holder: str, messages: list[ChatMessage], max_new: i
     async for event in rt.generate(holder, messages, GenerationParams(max_new_tokens=max_new, temperature=0)):
         if isinstance(event, TokenChunk):
             chunks.append(event.text)
-        else:
+        elif isinstance(event, Finished):
             finished = event
     assert finished is not None
     return chunks, finished
