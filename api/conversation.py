@@ -139,17 +139,19 @@ class Conversations:
     # Models
 
     async def load(
-        self, chat: Chat, model: str, device: Device | None, backend: str | None = None,
+        self, chat_id: str, model: str, device: Device | None, backend: str | None = None,
         idle_unload_s: float | None = None,
     ) -> WorkerInfo:
+        """Load a model for a chat, creating the chat once the load succeeded, and remember the choice."""
         requested: Device = device or self.settings.default_device
-        await self.chatlog.write(chat.id, f"load {model} on {requested}")
-        worker = await self.runtime.load(chat.id, model, requested, backend, idle_unload_s)
+        worker = await self.runtime.load(chat_id, model, requested, backend, idle_unload_s)
         self.metrics.observe_load(worker)
+        chat = await self.get_or_create(chat_id)
         chat.model, chat.requested_device, chat.backend = worker.key.model, worker.key.requested_device, worker.key.backend
         await chat.save(update_fields=["model", "requested_device", "backend", "updated_at"])
         await self.chatlog.write(
-            chat.id, f"loaded {model} with {worker.key.backend} on {worker.running_on} in {worker.load_time_s:.2f} s"
+            chat.id, f"loaded {model} with {worker.key.backend} on {worker.running_on} (asked for {requested}) "
+            f"in {worker.load_time_s:.2f} s"
         )
         return worker
 
@@ -166,7 +168,7 @@ class Conversations:
         wanted = device or (held.key.requested_device if held and held.key.model == model else None)
         if held is not None and held.key.model == model and held.key.requested_device == (wanted or held.key.requested_device):
             return held
-        return await self.load(await self.get_or_create(chat_id), model, wanted)
+        return await self.load(chat_id, model, wanted)
 
     # Turns
 

@@ -122,10 +122,8 @@ async def history(query_args: ChatIdQuery) -> History:
 @validate_response(LoadResponse)
 async def load(data: LoadRequest) -> LoadResponse:
     """Load a model for a chat (creating the chat if its id is new) and remember the choice."""
-    conversations = services().conversations
-    chat = await conversations.get_or_create(data.chat_id)
-    w = await conversations.load(chat, data.model, data.device, data.backend, data.idle_unload_s)
-    return LoadResponse(status="loaded", chat_id=chat.id, model=w.key.model, device=w.key.requested_device,
+    w = await services().conversations.load(data.chat_id, data.model, data.device, data.backend, data.idle_unload_s)
+    return LoadResponse(status="loaded", chat_id=data.chat_id, model=w.key.model, device=w.key.requested_device,
                         load_time_s=w.load_time_s, backend=w.key.backend, running_on=w.running_on,
                         context_length=w.context_length)
 

@@ -97,6 +97,10 @@ async def test_a_refused_request_stores_nothing(client: QuartClient, fake: FakeR
     response = await client.post("/chat", json={"chat_id": "never", "message": "hello?"})
     assert response.status_code == 409
     assert (await client.get("/history?chat_id=never")).status_code == 404
+    # An unknown model, by /load or by /chat?model=: 404, and no chat either.
+    assert (await client.post("/load", json={"chat_id": "never", "model": "nope.gguf"})).status_code == 404
+    assert (await client.post("/chat?model=nope.gguf", json={"chat_id": "never", "message": "hi"})).status_code == 404
+    assert (await client.get("/chats/never")).status_code == 404
     # Too long: 413.
     await _load(client, "refusals")
     response = await client.post("/chat", json={"chat_id": "refusals", "message": "x" * 201})
