@@ -118,11 +118,13 @@ class Conversations:
         await chat.delete()
         await self.chatlog.delete(chat_id)
 
-    def stop(self, chat_id: str) -> ActiveReply | None:
-        """Stop the chat's reply in progress (stored as ``stopped``); the reply it stopped, if any."""
+    def stop(self, chat_id: str, message_id: int | None = None) -> ActiveReply | None:
+        """Stop the chat's reply in progress (stored as ``stopped``), or only reply ``message_id``;
+        the reply it stopped, if any."""
         active = self._active.get(chat_id)
-        if active is not None:
-            active.stop.set()
+        if active is None or (message_id is not None and active.message_id != message_id):
+            return None
+        active.stop.set()
         return active
 
     def _reserve(self, chat_id: str) -> ActiveReply:

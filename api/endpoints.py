@@ -34,6 +34,7 @@ from api.schemas import (
     RegenerateRequest,
     StatusResponse,
     Stopped,
+    StopQuery,
     UnloadRequest,
     UnloadResponse,
     WorkerState,
@@ -246,12 +247,14 @@ async def delete_chat(chat_id: str) -> Deleted:
 
 
 @blueprint.post("/chats/<chat_id>/stop")
+@validate_querystring(StopQuery)
 @validate_response(Stopped)
-async def stop(chat_id: str) -> Stopped:
-    """Stop the reply being generated; the partial reply is kept with status ``stopped``."""
+async def stop(chat_id: str, query_args: StopQuery) -> Stopped:
+    """Stop the reply being generated (only reply ``message_id``, if given); the partial reply is kept
+    with status ``stopped``."""
     conversations = services().conversations
     await conversations.get(chat_id)
-    stopped = conversations.stop(chat_id)
+    stopped = conversations.stop(chat_id, query_args.message_id)
     return Stopped(stopped=stopped is not None, chat_id=chat_id, message_id=stopped.message_id if stopped else None)
 
 

@@ -70,6 +70,10 @@ class OptionalChatIdQuery(Strict):
     chat_id: str | None = OptionalChatId
 
 
+class StopQuery(Strict):
+    message_id: int | None = Field(None, ge=1, description="Stop only this reply (not one started since).")
+
+
 class ChatSettings(Strict):
     """Fields a chat can be created with or changed to; omitted fields stay as they are."""
 

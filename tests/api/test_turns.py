@@ -182,7 +182,16 @@ async def test_stop_before_the_first_token_stores_a_stopped_reply(
     events = sse_events(await (await reply).get_data())
     assert [name for name, _ in events] == ["start", "done"]
     assert events[-1][1]["status"] == "stopped" and events[-1][1]["text"] == ""
-    assert _rows(settings, "early") == [("user", "complete"), ("assistant", "stopped")]
+    # A stop for a reply that has ended does not stop the next one.
+    fake.token_delay_s = 0.05
+    later = asyncio.ensure_future(client.post("/chat", json={"chat_id": "early", "message": "again"}))
+    while not fake.workers()[0].busy:
+        await asyncio.sleep(0.01)
+    old = events[-1][1]["id"]
+    assert (await (await client.post(f"/chats/early/stop?message_id={old}")).get_json())["stopped"] is False
+    assert (await (await later).get_json())["status"] == "complete"
+    assert _rows(settings, "early") == [("user", "complete"), ("assistant", "stopped"),
+                                        ("user", "complete"), ("assistant", "complete")]
 
 
 async def test_regenerate_refused_keeps_the_reply_it_would_replace(
