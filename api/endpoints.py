@@ -14,6 +14,7 @@ from api.conversation import Reply, message_out
 from api.errors import ApiError
 from api.openapi import streams_events
 from api.schemas import (
+    BuildEntry,
     ChatDetail,
     ChatIdQuery,
     ChatList,
@@ -184,6 +185,8 @@ async def models() -> ModelList:
         models=[ModelEntry(name=m.name, backend=m.backend, size_bytes=m.size_bytes,
                            context_length=m.context_length, loaded_on=loaded.get(m.name, [])) for m in found],
         models_dir=str(s.settings.models_dir),
+        preparing=[BuildEntry(name=b.name, state=b.state, step=b.step, elapsed_s=b.elapsed_s, error=b.error)
+                   for b in await s.runtime.builds() if b.state != "ready"],
     )
 
 

@@ -209,9 +209,20 @@ class ModelEntry(BaseModel):
     loaded_on: list[str] = Field(description="Devices it is loaded on right now (auto, cpu, gpu).")
 
 
+class BuildEntry(BaseModel):
+    """A model set-up is still deriving (or failed to): it joins ``models`` once ready."""
+
+    name: str
+    state: Literal["queued", "building", "ready", "failed"]
+    step: str = Field(description="What the build is doing, or did last.")
+    elapsed_s: float | None = None
+    error: str | None = None
+
+
 class ModelList(BaseModel):
     models: list[ModelEntry]
     models_dir: str
+    preparing: list[BuildEntry] = Field(default_factory=list, description="Models being built in the background.")
 
 
 class Deleted(BaseModel):

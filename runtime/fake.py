@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import backends, fitting
+from runtime.builds import BuildState
 from runtime.discovery import ModelInfo
 from runtime.errors import Busy, InvalidModelName, ModelNotFound, ModelNotLoaded, WorkerDied
 from runtime.interface import Event, FittedPrompt, Queued, UnloadResult, WorkerInfo, WorkerKey
@@ -74,6 +75,7 @@ class FakeRuntime:
         self._reasons: dict[str, str] = {}
         self._deaths = 0
         self.generations = 0  # generations that got past the queue (a test's evidence)
+        self.building: list[BuildState] = []  # what builds() reports; a test sets it
 
     # Test controls
 
@@ -94,6 +96,9 @@ class FakeRuntime:
 
     async def models(self) -> list[ModelInfo]:
         return sorted(self._models.values(), key=lambda m: m.name)
+
+    async def builds(self) -> list[BuildState]:
+        return list(self.building)
 
     async def load(
         self, holder: str, model: str, device: Device = "auto", backend: str | None = None,

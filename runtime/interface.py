@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from runtime.builds import BuildState
 from runtime.discovery import ModelInfo
 from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, TokenChunk
 
@@ -89,6 +90,10 @@ class ModelRuntime(Protocol):
 
     async def models(self) -> list[ModelInfo]:
         """Models found in the models folder now."""
+        ...
+
+    async def builds(self) -> list[BuildState]:
+        """Models being derived for the models folder (set-up's background builds), and how far along."""
         ...
 
     async def load(

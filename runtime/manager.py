@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
 
 from runtime import backends, discovery, fitting, gpu
+from runtime.builds import BuildState, read_builds
 from runtime.channel import RequestChannel
 from runtime.discovery import ModelInfo
 from runtime.errors import BackendUnavailable, ModelLoadFailed, ModelNotLoaded, ModelRuntimeError, WorkerDied
@@ -95,6 +96,9 @@ class Runtime:
 
     async def models(self) -> list[ModelInfo]:
         return await asyncio.to_thread(discovery.scan, self.settings.models_dir)
+
+    async def builds(self) -> list[BuildState]:
+        return await asyncio.to_thread(read_builds, self.settings.models_dir)
 
     def _choose_backend(self, model: str, device: Device, backend: str | None) -> tuple[ModelInfo, str]:
         """The backend to run ``model`` with, and the files it opens (blocking: reads the disk, NVML).

@@ -86,6 +86,8 @@ class Dashboard:
         self.state = pn.pane.Markdown("", css_classes=["load-state"], margin=(0, 10))
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.no_models = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self.preparing = pn.pane.Markdown("", visible=False, css_classes=["preparing"], margin=(0, 10))
+        self._watch_builds: Any = None  # a periodic refresh of the model list while models are being built
         self.system_prompt = pn.widgets.TextAreaInput(name="System prompt", rows=3, sizing_mode="stretch_width")
         self.temperature = pn.widgets.FloatSlider(name="Temperature", start=0, end=2, step=0.05, value=0.7, sizing_mode="stretch_width")
         self.max_new_tokens = pn.widgets.IntSlider(name="Max new tokens", start=16, end=4096, step=16, value=256, sizing_mode="stretch_width")
@@ -122,7 +124,7 @@ class Dashboard:
                            title="Chat settings", collapsed=True, sizing_mode="stretch_width")
         sidebar = [self.new_chat, pn.pane.Markdown("### Chats", margin=(10, 5, 0, 5)), self.chat_list,
                    pn.layout.Divider(), self.title, pn.Row(self.rename, self.delete, sizing_mode="stretch_width"), self.chat_id]
-        main = [pn.Column(self.alert, self.no_models, self.missing, controls, self.state, settings, self.feed,
+        main = [pn.Column(self.alert, self.no_models, self.missing, controls, self.preparing, self.state, settings, self.feed,
                           sizing_mode="stretch_both")]
         template = pn.template.FastListTemplate(
             title="llmchat", sidebar=sidebar, main=main, sidebar_width=300, main_layout=None,
@@ -348,8 +350,25 @@ class Dashboard:
             f"No models found in `{self.models_dir}`. Put a `.gguf` file, or a Transformers model folder "
             "(`config.json` + `*.safetensors` + tokenizer files), into that folder, then reload this page."
         )
-        self.no_models.visible = not names
+        self.no_models.visible = not names and not listing.get("preparing")
         self.toggle.disabled = not names
+        self._show_preparing(listing.get("preparing", []))
+
+    def _show_preparing(self, builds: list[dict[str, Any]]) -> None:
+        """Models set-up is still deriving: say how far along, and look again until they are done."""
+        lines = []
+        for b in builds:
+            took = f", {b['elapsed_s']:.0f} s" if b.get("elapsed_s") else ""
+            why = f": {b['error']}" if b.get("error") else ""
+            lines.append(f"- `{b['name']}`: {b['state']} ({b['step']}{took}){why}")
+        self.preparing.object = "**Being prepared in the background** (they join the list when ready)\n" + "\n".join(lines)
+        self.preparing.visible = bool(lines)
+        building = any(b["state"] in ("queued", "building") for b in builds)
+        if building and self._watch_builds is None:
+            self._watch_builds = pn.state.add_periodic_callback(self._refresh_models, period=5000)
+        elif not building and self._watch_builds is not None:
+            self._watch_builds.stop()
+            self._watch_builds = None
 
     async def _refresh_status(self) -> None:
         if not self.chat_id.value:

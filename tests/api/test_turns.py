@@ -18,6 +18,7 @@ from quart.typing import TestClientProtocol as QuartClient
 
 from api.app import create_app
 from api.settings import ApiSettings
+from runtime.builds import BuildState
 from runtime.fake import FakeRuntime, fake_model
 from tests.api.conftest import sse_events
 
@@ -230,3 +231,13 @@ async def test_the_schema_documents_the_stream_events(client: QuartClient) -> No
     for ref in events.values():
         assert ref["$ref"].rsplit("/", 1)[-1] in schema["components"]["schemas"]
     assert "ErrorBody" in schema["components"]["schemas"]
+
+
+async def test_models_being_built_are_listed_as_preparing(client: QuartClient, fake: FakeRuntime) -> None:
+    fake.building = [BuildState("gemma-3-270m-onnx", "building", "exporting", 1.0, 12.5, None),
+                     BuildState("gemma-3-270m", "ready", "done", 1.0, 60.0, None)]
+    listing = await (await client.get("/models")).get_json()
+    fake.building = []
+    assert [m["name"] for m in listing["models"]] == [MODEL]
+    assert listing["preparing"] == [{"name": "gemma-3-270m-onnx", "state": "building", "step": "exporting",
+                                     "elapsed_s": 12.5, "error": None}]

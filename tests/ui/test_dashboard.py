@@ -13,6 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from runtime.builds import BuildRecorder
 from runtime.default_model import GGUF_NAME
 from runtime.settings import PROJECT_ROOT
 from tests.servers import ApiServer, UiServer, survivors
@@ -208,6 +209,18 @@ def test_empty_models_folder_says_what_to_do(browser: Browser, tmp_path: Path) -
         expect(page.get_by_text("No models found")).to_be_visible(timeout=30_000)
         expect(page.get_by_text(".gguf").first).to_be_visible()
         page.screenshot(path=SHOTS / "08-no-models.png")
+
+        # A background build (this test process plays the builder) shows while it runs.
+        builds = BuildRecorder(tmp_path / "empty-models", ["gemma-3-270m", "gemma-3-270m-onnx"])
+        builds.building("gemma-3-270m", "dequantising the GGUF")
+        page.reload()
+        expect(page.get_by_text("Being prepared in the background")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(re.compile(r"gemma-3-270m: building \(dequantising the GGUF"))).to_be_visible()
+        expect(page.get_by_text(re.compile(r"gemma-3-270m-onnx: queued"))).to_be_visible()
+        expect(page.get_by_text("No models found")).to_be_hidden()
+        page.screenshot(path=SHOTS / "10-preparing.png")
+        builds.failed("gemma-3-270m", "out of disk space")  # the page looks again by itself
+        expect(page.get_by_text(re.compile(r"failed .*out of disk space"))).to_be_visible(timeout=15_000)
     finally:
         page.close()
         ui.stop()
