@@ -24,7 +24,7 @@ from runtime.prompt import plain_transcript
 from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
 from runtime.settings import RuntimeSettings
 
-PROMPT = "Count upwards from 1, one number at a time, separated by commas, and do not stop:"
+PROMPT = "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"  # greedy, the base model counts on to the limit
 
 
 def _messages(n: int) -> list[ChatMessage]:
