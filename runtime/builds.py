@@ -97,8 +97,14 @@ class BuildRecorder:
         self._pid = os.getpid()
         self._pid_started_at = psutil.Process(self._pid).create_time()
         self._builds: dict[str, dict[str, Any]] = {
-            name: {"name": name, "state": "queued", "step": "waiting", "started_at": None,
-                   "finished_at": None, "error": None}
+            name: {
+                "name": name,
+                "state": "queued",
+                "step": "waiting",
+                "started_at": None,
+                "finished_at": None,
+                "error": None,
+            }
             for name in names
         }
         self._save()
@@ -125,7 +131,11 @@ class BuildRecorder:
         self._save()
 
     def _save(self) -> None:
-        record = {"pid": self._pid, "pid_started_at": self._pid_started_at, "builds": list(self._builds.values())}
+        record = {
+            "pid": self._pid,
+            "pid_started_at": self._pid_started_at,
+            "builds": list(self._builds.values()),
+        }
         partial = self._path.with_name(f"{BUILD_FILE}.{self._pid}.tmp")
         with contextlib.suppress(OSError):  # progress is informative; never fail a build over it
             partial.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
@@ -136,9 +146,10 @@ def _builder_alive(pid: object, started_at: object) -> bool:
     if not isinstance(pid, int) or not isinstance(started_at, (int, float)):
         return False
     try:
-        return abs(psutil.Process(pid).create_time() - started_at) < _PID_TIME_TOLERANCE_S
+        started: float = psutil.Process(pid).create_time()
     except psutil.Error:
         return False
+    return abs(started - started_at) < _PID_TIME_TOLERANCE_S
 
 
 def _parse(entry: object, now: float) -> BuildState | None:
@@ -147,15 +158,23 @@ def _parse(entry: object, now: float) -> BuildState | None:
     name, state = entry.get("name"), entry.get("state")
     if not isinstance(name, str) or state not in _STATUSES:
         return None
-    step = entry.get("step") if isinstance(entry.get("step"), str) else ""
+    step, error = entry.get("step"), entry.get("error")
     started = _number(entry.get("started_at"))
     finished = _number(entry.get("finished_at"))
-    error = entry.get("error") if isinstance(entry.get("error"), str) else None
     if started is None or state == "queued":
         elapsed = None
     else:
-        elapsed = round(max(0.0, (finished if finished is not None and state != "building" else now) - started), 1)
-    return BuildState(name, state, step, started if state != "queued" else None, elapsed, error)
+        elapsed = round(
+            max(0.0, (finished if finished is not None and state != "building" else now) - started), 1
+        )
+    return BuildState(
+        name,
+        state,
+        step if isinstance(step, str) else "",
+        started if state != "queued" else None,
+        elapsed,
+        error if isinstance(error, str) else None,
+    )
 
 
 def _number(value: object) -> float | None:

@@ -14,17 +14,24 @@ quantizer). Two steps beyond Optimum's defaults, both for chat generation:
   attention's activation-by-activation MatMuls stay fp32, which is faster on CPU and
   keeps the scores exact.
 
-Every folder is written under a temporary name first, so an interrupted export never
-looks like a model. A folder made by an older recipe is rebuilt; a current one is kept.
+Every folder is written under a temporary name first (``<name>.partial``, which discovery
+skips), so an interrupted export never looks like a model. A folder made by an older
+recipe is rebuilt; a current one is kept. The libraries' warnings that are known to be
+false or expected for this export are silenced while it runs (:func:`quiet_conversion`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import re
 import shutil
 import sys
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runtime import discovery
@@ -41,29 +48,90 @@ _SIDECAR_FILES = ("config.json", "generation_config.json", "tokenizer.json", "to
                   "special_tokens_map.json", "tokenizer.model")
 
 
+# Library log records that are false or expected while converting the default model, by
+# logger; each pattern is matched at the start of the message.
+_QUIET_RECORDS = {
+    # transformers 4.57.3+ takes every local tokenizer saved by a 4.57.x as a Mistral one
+    # (its version check only exempts <= 4.57.2), so loading Gemma's warns about a regex
+    # that Gemma's tokenizer does not have.
+    "transformers.tokenization_utils_base": re.compile(r"The tokenizer you are loading from .* incorrect regex"),
+    # Optimum passes the old keyword to transformers itself.
+    "transformers.configuration_utils": re.compile(r"`torch_dtype` is deprecated"),
+    # Gemma ties the output layer to the embedding; the export stores both (known, and
+    # keep_last_logits relies on the output layer being its own MatMul). The indented
+    # records are that warning's continuation lines.
+    "optimum": re.compile(r"Found different candidate ONNX initializers|\t\S+: \{"),
+}
+# Python warnings raised while torch traces the model for the ONNX export: tracing always
+# turns shape checks into constants, and the exported graph's indices are never negative
+# (the ONNX tests compare its output with torch's).
+_QUIET_WARNINGS = ("Exporting aten::index operator of advanced indexing",)
+
+
+class _DropKnownRecords(logging.Filter):
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        super().__init__()
+        self._pattern = pattern
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not self._pattern.match(record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_conversion() -> Iterator[None]:
+    """Silence, while converting, the library warnings that are known to be false or expected.
+
+    Only the messages named in this module are dropped, and never an error: anything new
+    or real still shows.
+    """
+    from torch.jit import TracerWarning  # type: ignore[attr-defined]  # public, not in __all__
+
+    filters = {name: _DropKnownRecords(pattern) for name, pattern in _QUIET_RECORDS.items()}
+    for name, record_filter in filters.items():
+        logging.getLogger(name).addFilter(record_filter)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=TracerWarning)
+            for message in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=re.escape(message))
+            yield
+    finally:
+        for name, record_filter in filters.items():
+            logging.getLogger(name).removeFilter(record_filter)
+
+
 def _say(message: str) -> None:
     print(f"[onnx] {message}", flush=True)
 
 
-def export_fp32(source: Path, target: Path) -> Path:
-    """ONNX export of ``source`` into ``target`` (kept when present and current)."""
+def export_fp32(source: Path, target: Path, progress: Callable[[str], None] | None = None) -> Path:
+    """ONNX export of ``source`` into ``target`` (kept when present and current).
+
+    ``progress`` is told each step as it starts.
+    """
     if _is_current(target):
         _say(f"{target.name}/ present")
         return target
+    step = progress or (lambda _: None)
     _say(f"exporting {source.name} to {target.name}/ (about 2-4 minutes on 2 cores)")
     started = time.perf_counter()
+    step("loading the libraries")
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoTokenizer
 
     partial = _fresh_partial(target)
-    model = ORTModelForCausalLM.from_pretrained(str(source), export=True, use_cache=True)
-    model.save_pretrained(partial)
-    del model
-    AutoTokenizer.from_pretrained(str(source), fix_mistral_regex=False).save_pretrained(partial)
+    with quiet_conversion():
+        step("tracing the model into an ONNX graph")
+        model = ORTModelForCausalLM.from_pretrained(str(source), export=True, use_cache=True)
+        step("saving the graph")
+        model.save_pretrained(partial)
+        del model
+        AutoTokenizer.from_pretrained(str(source), fix_mistral_regex=False).save_pretrained(partial)
     _copy_sidecars(source, partial)
     graph = discovery.onnx_file(partial)
     if graph is None:
         raise ModelRuntimeError(f"Optimum wrote no .onnx file into {partial}")
+    step("computing the output layer on the last position only")
     trimmed = keep_last_logits(graph)
     if not trimmed:
         _say("no MatMul output layer found before 'logits'; it keeps Optimum's all-position logits")
@@ -72,23 +140,32 @@ def export_fp32(source: Path, target: Path) -> Path:
     return target
 
 
-def quantize_int8(fp32: Path, target: Path) -> Path:
-    """Dynamic int8 quantisation of an fp32 export's weights (kept when present and current)."""
+def quantize_int8(fp32: Path, target: Path, progress: Callable[[str], None] | None = None) -> Path:
+    """Dynamic int8 quantisation of an fp32 export's weights (kept when present and current).
+
+    ``progress`` is told each step as it starts.
+    """
     if _is_current(target):
         _say(f"{target.name}/ present")
         return target
     graph = discovery.onnx_file(fp32)
     if graph is None:
         raise ModelRuntimeError(f"{fp32} holds no .onnx file to quantise")
+    step = progress or (lambda _: None)
     _say(f"quantising {fp32.name}/ to int8 in {target.name}/ (about a minute)")
     started = time.perf_counter()
+    step("loading the libraries")
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     partial = _fresh_partial(target)
-    quantizer = ORTQuantizer.from_pretrained(str(fp32), file_name=graph.name)
-    config = AutoQuantizationConfig.avx2(is_static=False, per_channel=False, nodes_to_quantize=weight_nodes(graph))
-    quantizer.quantize(quantization_config=config, save_dir=partial, file_suffix="")
+    with quiet_conversion():
+        step("quantising the weights to int8")
+        quantizer = ORTQuantizer.from_pretrained(str(fp32), file_name=graph.name)
+        config = AutoQuantizationConfig.avx2(
+            is_static=False, per_channel=False, nodes_to_quantize=weight_nodes(graph)
+        )
+        quantizer.quantize(quantization_config=config, save_dir=partial, file_suffix="")
     _copy_sidecars(fp32, partial)
     _finish(partial, target, {"variant": "int8", "quantised": "weights, dynamic activations"})
     _say(f"{target.name}/ written in {time.perf_counter() - started:.0f} s")
@@ -146,12 +223,17 @@ def weight_nodes(graph: Path) -> list[str]:
     ]
 
 
-def _is_current(folder: Path) -> bool:
+def is_current(folder: Path) -> bool:
+    """Whether ``folder`` holds an export made by the current recipe (nothing to rebuild)."""
     try:
         recipe = json.loads((folder / RECIPE_FILE).read_text(encoding="utf-8")).get("recipe")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         recipe = None
-    if recipe == RECIPE and discovery.onnx_file(folder) is not None:
+    return recipe == RECIPE and discovery.onnx_file(folder) is not None
+
+
+def _is_current(folder: Path) -> bool:
+    if is_current(folder):
         return True
     if folder.exists():
         _say(f"{folder.name}/ was made by an older export recipe; rebuilding it")

@@ -14,7 +14,7 @@ import pytest
 
 from runtime import discovery
 from runtime.builds import BUILD_FILE, BuildRecorder, BuildState, read_builds
-from runtime.default_model import LOCK_FILE, builder_lock
+from runtime.default_model import builder_lock
 from runtime.settings import PROJECT_ROOT
 
 
@@ -63,9 +63,17 @@ def _write_record(models: Path, pid: int, pid_started_at: float, builds: list[di
     (models / BUILD_FILE).write_text(json.dumps(record), encoding="utf-8")
 
 
-def _entry(name: str, state: str, started_at: float | None = None, finished_at: float | None = None) -> dict[str, object]:
-    return {"name": name, "state": state, "step": "a step", "started_at": started_at,
-            "finished_at": finished_at, "error": None}
+def _entry(
+    name: str, state: str, started_at: float | None = None, finished_at: float | None = None
+) -> dict[str, object]:
+    return {
+        "name": name,
+        "state": state,
+        "step": "a step",
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "error": None,
+    }
 
 
 def test_missing_file_means_no_builds(models: Path, tmp_path: Path) -> None:
@@ -95,10 +103,20 @@ def test_a_live_builder_reports_its_progress(models: Path) -> None:
     time.sleep(0.05)
 
     first, second = read_builds(models)
-    assert (first.name, first.state, first.step, first.error) == ("first", "building", "dequantising the GGUF", None)
+    assert (first.name, first.state, first.step, first.error) == (
+        "first",
+        "building",
+        "dequantising the GGUF",
+        None,
+    )
     assert first.started_at is not None and abs(first.started_at - time.time()) < 5
     assert first.elapsed_s is not None and first.elapsed_s >= 0
-    assert (second.name, second.state, second.started_at, second.elapsed_s) == ("second", "queued", None, None)
+    assert (second.name, second.state, second.started_at, second.elapsed_s) == (
+        "second",
+        "queued",
+        None,
+        None,
+    )
 
     recorder.ready("first")
     recorder.failed("second", "RuntimeError: out of memory")
@@ -110,11 +128,15 @@ def test_a_live_builder_reports_its_progress(models: Path) -> None:
 
 def test_a_dead_builder_leaves_nothing_building(models: Path, gone_pid: tuple[int, float]) -> None:
     now = time.time()
-    _write_record(models, *gone_pid, [
-        _entry("done", "ready", now - 60, now - 30),
-        _entry("midway", "building", now - 30),
-        _entry("waiting", "queued"),
-    ])
+    _write_record(
+        models,
+        *gone_pid,
+        [
+            _entry("done", "ready", now - 60, now - 30),
+            _entry("midway", "building", now - 30),
+            _entry("waiting", "queued"),
+        ],
+    )
     done, midway, waiting = read_builds(models)
     assert (done.state, done.elapsed_s, done.error) == ("ready", 30.0, None)
     assert midway.state == "failed" and midway.error is not None and "interrupted" in midway.error
@@ -154,7 +176,9 @@ def test_the_builder_lock_is_free_once_released(models: Path) -> None:
 
 def test_builds_module_imports_no_ml_library() -> None:
     code = "import sys, runtime.builds\nprint(sorted(m for m in ('torch', 'transformers', 'optimum') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT
+    )
     assert result.stdout.strip() == "[]"
 
 
