@@ -14,20 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from tortoise.exceptions import ValidationError
+from tortoise.transactions import in_transaction
 
 from api.chatlog import ChatLog
-from api.errors import ApiError, ChatBusy, ChatNotFound, MessageTooLong, NotLoaded
+from api.errors import ApiError, ChatBusy, ChatNotFound, MessageTooLong, NotLoaded, ReplyFailed, describe
 from api.metrics import Metrics
 from api.schemas import ChatMessage as MessageOut
 from api.schemas import StartEvent
 from api.settings import ApiSettings
 from api.store import Chat, Message
-from runtime.errors import ModelRuntimeError
-from runtime.interface import Event, ModelRuntime, WorkerInfo
+from runtime.errors import GenerationFailed, ModelRuntimeError
+from runtime.interface import Event, FittedPrompt, ModelRuntime, WorkerInfo
 from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, TokenChunk
 
 FLUSH_EVERY_S = 1.0
@@ -51,15 +53,26 @@ class ActiveReply:
     chat_id: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     message_id: int | None = None
+    handed_off: bool = False  # the reply's stream (or its clean-up) releases the chat once stored
 
 
-@dataclass(eq=False)
 class Reply:
-    """An accepted reply: ``start`` is what was stored; ``events`` yields the text as it comes,
-    then the stored :class:`MessageOut` (or raises the runtime error, after storing it)."""
+    """An accepted reply: ``start`` is what was stored; :meth:`items` yields the text as it
+    comes, then the stored :class:`MessageOut` (or raises the runtime error, after storing
+    it). :meth:`aclose` ends it early (stored as stopped), whether or not it was iterated."""
 
-    start: StartEvent
-    events: AsyncGenerator[str | MessageOut, None]
+    def __init__(self, start: StartEvent, first: str | MessageOut, rest: AsyncGenerator[str | MessageOut, None]) -> None:
+        self.start = start
+        self._first = first
+        self._rest = rest
+
+    async def items(self) -> AsyncGenerator[str | MessageOut, None]:
+        yield self._first
+        async for item in self._rest:
+            yield item
+
+    async def aclose(self) -> None:
+        await self._rest.aclose()
 
 
 async def _next_or_stop(events: AsyncGenerator[Event, None], stop: asyncio.Event) -> Event | None:
@@ -88,6 +101,7 @@ class Conversations:
         self.chatlog = chatlog
         self.metrics = metrics
         self._active: dict[str, ActiveReply] = {}
+        self._tasks: set[asyncio.Future[None]] = set()  # clean-ups that outlive their request
 
     # Chats
 
@@ -126,6 +140,10 @@ class Conversations:
             return None
         active.stop.set()
         return active
+
+    def answering(self, chat_id: str) -> bool:
+        """Whether a reply for the chat is in progress."""
+        return chat_id in self._active
 
     def _reserve(self, chat_id: str) -> ActiveReply:
         """Claim the chat for one reply. Synchronous, so two requests cannot both pass."""
@@ -187,7 +205,8 @@ class Conversations:
         try:
             return await self._open(active, text, model, device)
         except BaseException:
-            self._release(active)
+            if not active.handed_off:
+                self._release(active)
             raise
 
     async def _open(self, active: ActiveReply, text: str | None, model: str | None, device: Device | None) -> Reply:
@@ -218,27 +237,68 @@ class Conversations:
             await events.aclose()
             raise
         # Accepted: from here on, the question and its answer row are stored, whatever happens.
-        if text is not None:
-            await Message.create(chat=chat, role="user", text=text)
-            await self.chatlog.write(chat_id, f"user: {text}")
-        if replaced is not None:
-            await replaced.delete()
-            await self.chatlog.write(chat_id, f"regenerate: replaced message {replaced.id}")
-        reply = await Message.create(
-            chat=chat, role="assistant", text="", status="streaming", model=worker.key.model,
-            running_on=worker.running_on, backend=worker.key.backend, dropped_messages=fitted.dropped,
-            prompt_tokens=fitted.prompt_tokens,
-        )
+        active.handed_off = True
+        accepting = asyncio.ensure_future(self._accept(chat, text, replaced, worker, fitted))
+        try:
+            reply = await asyncio.shield(accepting)
+        except BaseException as exc:  # cancelled meanwhile, or the database failed
+            self._background(self._abandon(active, accepting, events, exc))
+            raise
         active.message_id = reply.id
         turn = _Turn(chat, reply, worker, fitted.dropped, started)
         stream = self._stream(active, turn, events, accepted)
         try:
             first = await anext(stream)  # the first token: a failure in the queue keeps its HTTP status
-        except StopAsyncIteration:  # pragma: no cover - the stream always ends with the stored reply
-            raise ApiError("the reply ended before it started") from None
+        except ModelRuntimeError as exc:
+            raise ReplyFailed(exc, reply.id) from exc
         start = StartEvent(message_id=reply.id, model=worker.key.model, backend=worker.key.backend,
                            running_on=worker.running_on, dropped_messages=fitted.dropped)
-        return Reply(start, _prepend(first, stream))
+        return Reply(start, first, stream)
+
+    async def _accept(
+        self, chat: Chat, text: str | None, replaced: Message | None, worker: WorkerInfo, fitted: FittedPrompt
+    ) -> Message:
+        """Store the question and its answer row together (and drop the reply a regenerate replaces)."""
+        async with in_transaction():
+            if text is not None:
+                await Message.create(chat=chat, role="user", text=text)
+            reply = await Message.create(
+                chat=chat, role="assistant", text="", status="streaming", model=worker.key.model,
+                running_on=worker.running_on, backend=worker.key.backend, dropped_messages=fitted.dropped,
+                prompt_tokens=fitted.prompt_tokens,
+            )
+            if replaced is not None:
+                await replaced.delete()
+        if text is not None:
+            await self.chatlog.write(chat.id, f"user: {text}")
+        if replaced is not None:
+            await self.chatlog.write(chat.id, f"regenerate: replaced message {replaced.id}")
+        return reply
+
+    async def _abandon(
+        self, active: ActiveReply, accepting: asyncio.Future[Message], events: AsyncGenerator[Event, None],
+        cause: BaseException,
+    ) -> None:
+        """The turn's caller went away between acceptance and the stream: finish its books."""
+        with contextlib.suppress(BaseException):
+            await events.aclose()
+        try:
+            reply = await accepting
+        except BaseException:  # noqa: BLE001 - nothing was stored (the transaction rolled back)
+            self._release(active)
+            return
+        try:
+            stopped = isinstance(cause, asyncio.CancelledError)
+            reply.status = "stopped" if stopped else "error"
+            reply.error = None if stopped else describe(cause).detail
+            await reply.save(update_fields=["status", "error"])
+        finally:
+            self._release(active)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _stream(
         self, active: ActiveReply, turn: _Turn, events: AsyncGenerator[Event, None], event: Event | None
@@ -265,11 +325,13 @@ class Conversations:
                 event = await _next_or_stop(events, active.stop)
         except ModelRuntimeError as exc:
             error = exc
+        except Exception as exc:  # noqa: BLE001 - e.g. the database failed mid-reply: stored as an error
+            error = GenerationFailed(describe(exc).detail)
         finally:
             with contextlib.suppress(BaseException):
                 await events.aclose()
-            self._release(active)
             outcome = asyncio.ensure_future(self._store(turn, parts, finished, error, first_at, time.perf_counter()))
+            outcome.add_done_callback(lambda _: self._release(active))  # a new turn sees this one stored
             stored = await asyncio.shield(outcome)
         if error is not None:
             raise error
@@ -321,12 +383,3 @@ class _Turn:
     worker: WorkerInfo
     dropped: int
     started: float
-
-
-async def _prepend(
-    first: str | MessageOut, rest: AsyncGenerator[str | MessageOut, None]
-) -> AsyncGenerator[str | MessageOut, None]:
-    async with contextlib.aclosing(rest):
-        yield first
-        async for item in rest:
-            yield item

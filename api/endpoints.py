@@ -11,7 +11,7 @@ from tortoise.functions import Count, Min
 
 from api import metrics, sse
 from api.conversation import Reply, message_out
-from api.errors import ApiError
+from api.errors import ApiError, ChatBusy, ReplyFailed
 from api.openapi import streams_events
 from api.schemas import (
     BuildEntry,
@@ -42,6 +42,7 @@ from api.schemas import (
 )
 from api.services import services
 from api.store import Chat, Message, chat_title
+from runtime.errors import ModelRuntimeError
 from runtime.interface import WorkerInfo
 
 blueprint = Blueprint("endpoints", __name__)
@@ -124,7 +125,10 @@ async def history(query_args: ChatIdQuery) -> History:
 @validate_response(LoadResponse)
 async def load(data: LoadRequest) -> LoadResponse:
     """Load a model for a chat (creating the chat if its id is new) and remember the choice."""
-    w = await services().conversations.load(data.chat_id, data.model, data.device, data.backend, data.idle_unload_s)
+    conversations = services().conversations
+    if conversations.answering(data.chat_id):  # a new model would end the reply under it
+        raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it, then load")
+    w = await conversations.load(data.chat_id, data.model, data.device, data.backend, data.idle_unload_s)
     return LoadResponse(status="loaded", chat_id=data.chat_id, model=w.key.model, device=w.key.requested_device,
                         load_time_s=w.load_time_s, backend=w.key.backend, running_on=w.running_on,
                         context_length=w.context_length)
@@ -164,10 +168,15 @@ async def _answer(reply: Reply, stream: bool) -> dict[str, object] | Response:
     if stream or "text/event-stream" in request.headers.get("Accept", ""):
         return sse.respond(sse.reply_events(reply))
     done: ChatMessage | None = None
-    async with contextlib.aclosing(reply.events) as events:
-        async for item in events:
-            if isinstance(item, ChatMessage):
-                done = item
+    try:
+        async with contextlib.aclosing(reply.items()) as items:
+            async for item in items:
+                if isinstance(item, ChatMessage):
+                    done = item
+    except ModelRuntimeError as exc:  # failed mid-reply: stored with status error
+        raise ReplyFailed(exc, reply.start.message_id) from exc
+    finally:
+        await reply.aclose()
     assert done is not None
     return ChatResponse(**done.model_dump(), response=done.text).model_dump(mode="json")
 

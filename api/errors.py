@@ -8,7 +8,9 @@ Hierarchy (the API's own errors; each carries its status)::
     ├── NotLoaded               409 the chat has no model loaded and named none
     ├── MessageTooLong          413
     ├── UnsupportedMediaType    415 a JSON route got a body of another type
-    └── ChatBusy                429 a reply for this chat is still being generated
+    ├── ChatBusy                429 a reply for this chat is still being generated
+    └── ReplyFailed             the status of its cause: an accepted reply failed before its
+                                first token (it is stored; the body names its message_id)
 
 Runtime errors are mapped here, once (see :data:`RUNTIME_STATUS`). :func:`describe` turns
 any exception into an :class:`ErrorInfo`, and :func:`error_payload` turns that into the body
@@ -21,6 +23,7 @@ logged with its traceback under a reference id, and the client gets only that id
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -86,6 +89,16 @@ RUNTIME_STATUS: dict[type[rt.ModelRuntimeError], int] = {
 }
 
 
+class ReplyFailed(ApiError):
+    """An accepted reply failed before its first token: it is stored with status error, and the
+    client gets the cause's status and name, plus the stored reply's id."""
+
+    def __init__(self, cause: rt.ModelRuntimeError, message_id: int) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.message_id = message_id
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """What a client is told about one error, whatever the channel."""
@@ -95,6 +108,7 @@ class ErrorInfo:
     status: int
     retry_after_s: float | None = None
     reference: str | None = None  # set for unexpected errors: the id their log entry carries
+    message_id: int | None = None  # set when a reply was stored (with status error) before the failure
 
 
 def describe(exc: BaseException) -> ErrorInfo:
@@ -104,6 +118,8 @@ def describe(exc: BaseException) -> ErrorInfo:
     is logged here, with its traceback and a new reference id, and described only as an
     ``InternalError`` naming that reference, so nothing of the server's internals leaves it.
     """
+    if isinstance(exc, ReplyFailed):
+        return dataclasses.replace(describe(exc.cause), message_id=exc.message_id)
     if isinstance(exc, ApiError):
         return ErrorInfo(type(exc).__name__, exc.detail, exc.status, _retry_after(exc))
     if isinstance(exc, rt.ModelRuntimeError):
@@ -118,7 +134,9 @@ def describe(exc: BaseException) -> ErrorInfo:
 
 def error_payload(info: ErrorInfo, *, openai: bool) -> dict[str, Any]:
     """The JSON body for ``info``: the API's shape, or OpenAI's when ``openai`` is true."""
-    extra = {"reference": info.reference} if info.reference is not None else {}
+    extra: dict[str, Any] = {"reference": info.reference} if info.reference is not None else {}
+    if info.message_id is not None:
+        extra["message_id"] = info.message_id
     if openai:
         return {"error": {"message": info.detail, "type": info.name, "code": info.status, **extra}}
     return {"error": info.name, "detail": info.detail, "status": info.status, **extra}

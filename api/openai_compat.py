@@ -170,19 +170,20 @@ async def _chunks(
             body["usage"] = usage
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
-    yield chunk({"role": "assistant", "content": ""}, None)
-    async with contextlib.aclosing(events) as stream:
-        try:
-            event: Event | None = first
-            while event is not None:
-                if isinstance(event, TokenChunk):
-                    yield chunk({"content": event.text}, None)
-                elif isinstance(event, Finished):
-                    yield chunk({}, _FINISH[event.finish_reason])
-                    if include_usage:
-                        yield chunk({}, None, _usage(event))
-                    break
-                event = await anext(stream, None)
-        except ModelRuntimeError as exc:
-            yield f"data: {json.dumps(error_payload(describe(exc), openai=True))}\n\n".encode()
+    try:
+        yield chunk({"role": "assistant", "content": ""}, None)
+        event: Event | None = first
+        while event is not None:
+            if isinstance(event, TokenChunk):
+                yield chunk({"content": event.text}, None)
+            elif isinstance(event, Finished):
+                yield chunk({}, _FINISH[event.finish_reason])
+                if include_usage:
+                    yield chunk({}, None, _usage(event))
+                break
+            event = await anext(events, None)
+    except Exception as exc:  # noqa: BLE001 - the stream's end says what happened, in OpenAI's error shape
+        yield f"data: {json.dumps(error_payload(describe(exc), openai=True))}\n\n".encode()
+    finally:
+        await events.aclose()
     yield b"data: [DONE]\n\n"

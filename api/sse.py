@@ -20,7 +20,6 @@ from quart import Response
 from api.conversation import Reply
 from api.errors import describe, error_payload
 from api.schemas import ChatMessage, TokenEvent
-from runtime.errors import ModelRuntimeError
 
 
 def event(name: str, data: BaseModel | dict[str, Any]) -> bytes:
@@ -38,14 +37,16 @@ def respond(body: AsyncIterator[bytes]) -> Response:
 
 async def reply_events(reply: Reply) -> AsyncIterator[bytes]:
     """The events of an accepted reply; closing this stream stops the reply (stored as stopped)."""
-    yield event("start", reply.start)
-    async with contextlib.aclosing(reply.events):
-        try:
-            async for item in reply.events:
+    try:
+        yield event("start", reply.start)
+        async with contextlib.aclosing(reply.items()) as items:
+            async for item in items:
                 if isinstance(item, ChatMessage):
                     yield event("done", item)
                 else:
                     yield event("token", TokenEvent(text=item))
-        except ModelRuntimeError as exc:
-            body = error_payload(describe(exc), openai=False)
-            yield event("error", {**body, "message_id": reply.start.message_id})
+    except Exception as exc:  # noqa: BLE001 - the stream's end says what happened, in the one error shape
+        body = error_payload(describe(exc), openai=False)
+        yield event("error", {**body, "message_id": reply.start.message_id})
+    finally:
+        await reply.aclose()

@@ -20,6 +20,7 @@ from typing import BinaryIO
 from runtime.errors import InvalidModelName, ModelNotFound
 
 
+_MAX_NAME_BYTES = 255  # the longest file name Linux (and most file systems) allow
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 # Set-up and the ONNX export write each model as ``<name>.partial`` and rename it when done;
 # until then it may already look like a model (config.json and some weights).
@@ -68,13 +69,18 @@ def resolve(models_dir: Path, name: str) -> ModelInfo:
         raise InvalidModelName(
             f"invalid model name {name!r}: give the name of an entry of the models folder, not a path"
         )
+    if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        raise InvalidModelName(f"invalid model name: longer than {_MAX_NAME_BYTES} bytes, which no file name can be")
     root = models_dir.resolve()
-    target = (root / name).resolve()
-    if not target.is_relative_to(root) or target == root:
-        raise InvalidModelName(f"model {name!r} resolves outside the models folder")
-    if not target.exists():
-        raise ModelNotFound(f"no model named {name!r} in the models folder")
-    info = _classify(name, target)
+    try:
+        target = (root / name).resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise InvalidModelName(f"model {name!r} resolves outside the models folder")
+        if not target.exists():
+            raise ModelNotFound(f"no model named {name!r} in the models folder")
+        info = _classify(name, target)
+    except OSError as exc:  # a name the file system refuses (too long, bad bytes), or an unreadable entry
+        raise ModelNotFound(f"no usable model named {name!r} in the models folder ({exc.strerror})") from None
     if info is None:
         raise ModelNotFound(f"{name!r} in the models folder is not a GGUF file or a model folder")
     return info

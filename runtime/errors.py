@@ -22,6 +22,8 @@ message, and :func:`from_wire` turns that back into one of these types.
 
 from __future__ import annotations
 
+import re
+
 
 class ModelRuntimeError(Exception):
     """Base class of every error the runtime raises."""
@@ -92,10 +94,19 @@ _WIRE_TYPES: dict[str, type[ModelRuntimeError]] = {
 }
 
 
+# An absolute path with at least one folder: only its last part is kept in messages.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\":,;()]+/)+([^\s/'\":,;()]+)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with every absolute path cut to its last part: clients never see the server's folders."""
+    return _ABSOLUTE_PATH.sub(r"\1", message)
+
+
 def to_wire(exc: BaseException) -> tuple[str, str]:
-    """Reduce an exception to plain values that can cross the worker pipe."""
+    """Reduce an exception to plain values that can cross the worker pipe (paths cut to names)."""
     kind = type(exc).__name__ if type(exc).__name__ in _WIRE_TYPES else "GenerationFailed"
-    message = str(exc) or type(exc).__name__
+    message = without_paths(str(exc) or type(exc).__name__)
     if kind == "GenerationFailed" and not isinstance(exc, GenerationFailed):
         message = f"{type(exc).__name__}: {message}"
     return kind, message

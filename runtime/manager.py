@@ -21,7 +21,7 @@ from runtime import backends, discovery, fitting, gpu
 from runtime.builds import BuildState, read_builds
 from runtime.channel import RequestChannel
 from runtime.discovery import ModelInfo
-from runtime.errors import BackendUnavailable, ModelLoadFailed, ModelNotLoaded, ModelRuntimeError, WorkerDied
+from runtime.errors import BackendUnavailable, ModelNotLoaded, ModelRuntimeError, WorkerDied
 from runtime.interface import Event, FittedPrompt, UnloadResult, WorkerInfo, WorkerKey
 from runtime.pidfile import PidFile
 from runtime.placement import Placement, idle_reason
@@ -43,6 +43,7 @@ class _Loaded:
     ready: Ready | None = None
     holders: set[str] = field(default_factory=set)
     closing: bool = False  # being unloaded: no new requests, still listed until its process is gone
+    ending: asyncio.Future[UnloadResult] | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -84,7 +85,7 @@ class Runtime:
         self._placement = Placement(self.settings)
         self._workers: dict[WorkerKey, _Loaded] = {}
         self._held: dict[str, WorkerKey] = {}
-        self._starting: dict[WorkerKey, asyncio.Lock] = {}
+        self._starts: dict[WorkerKey, asyncio.Future[_Loaded]] = {}
         self._admitting = asyncio.Lock()  # one admission decision at a time
         self._exit_reasons: dict[str, str] = {}  # holder -> why its worker went away
         self._deaths = 0
@@ -142,22 +143,40 @@ class Runtime:
     ) -> WorkerInfo:
         info, chosen = await asyncio.to_thread(self._choose_backend, model, device, backend)
         key = WorkerKey(info.name, device, chosen)
-        async with self._starting.setdefault(key, asyncio.Lock()):
-            running = self._workers.get(key)
-            if running is not None and running.closing:
-                await running.gone.wait()  # being unloaded: start afresh once it is gone
-                running = None
-            if running is None:
-                idle = self.settings.idle_unload_s if idle_unload_s is None else idle_unload_s
-                running = await self._start(key, info, idle)
-            running.holders.add(holder)
-            running.channel.last_used = time.monotonic()
+        idle = self.settings.idle_unload_s if idle_unload_s is None else idle_unload_s
+        running = await self._worker_for(key, info, idle)
+        running.holders.add(holder)
+        running.channel.last_used = time.monotonic()
         previous = self._held.get(holder)
         self._held[holder] = key
         self._exit_reasons.pop(holder, None)
         if previous is not None and previous != key:
             await self._release(holder, previous)
         return running.info()
+
+    async def _worker_for(self, key: WorkerKey, info: ModelInfo, idle_unload_s: float) -> _Loaded:
+        """The running worker for ``key``, or one started for it.
+
+        A start belongs to the runtime, not to the caller: a caller that goes away (a client
+        disconnects during a load) does not stop it half-way, and later callers wait for it.
+        """
+        while True:
+            running = self._workers.get(key)
+            if running is not None and not running.closing:
+                return running
+            if running is not None:
+                await running.gone.wait()  # being unloaded: start afresh once it is gone
+                continue
+            start = self._starts.get(key)
+            if start is None:
+                start = self._starts[key] = asyncio.ensure_future(self._start(key, info, idle_unload_s))
+
+                def started(task: asyncio.Future[_Loaded]) -> None:
+                    self._starts.pop(key, None)
+                    _retrieved(task)
+
+                start.add_done_callback(started)
+            return await asyncio.shield(start)
 
     async def _start(self, key: WorkerKey, info: ModelInfo, idle_unload_s: float) -> _Loaded:
         settings = self.settings
@@ -171,10 +190,8 @@ class Runtime:
             await self._placement.admit(info, key.requested_device, running, self._evict)
             loaded = self._new_worker(key, spec, idle_unload_s)
             loaded.ready = await loaded.process.start(settings.load_timeout_s)
-            await asyncio.to_thread(self._pids.add, loaded.ready.pid)
-            if not loaded.process.alive:
-                raise ModelLoadFailed(f"the worker for {key.model} exited right after loading")
-            self._workers[key] = loaded
+            self._workers[key] = loaded  # from here on, a death is handled by _on_exit
+        await asyncio.to_thread(self._pids.add, loaded.ready.pid)
         self._ensure_reaper()
         log.info(
             "loaded %s on %s with %s in %.2f s (pid %s)",
@@ -204,7 +221,7 @@ class Runtime:
             pid = loaded.process.pid
             asyncio.get_running_loop().run_in_executor(None, self._pids.discard, pid)
         if loaded.closing or self._workers.get(loaded.key) is not loaded:
-            return  # an unload or eviction in progress records its own outcome
+            return  # an unload or eviction in progress records its own outcome (see _end)
         self._deaths += 1
         del self._workers[loaded.key]
         loaded.gone.set()
@@ -217,12 +234,16 @@ class Runtime:
     async def unload(self, holder: str) -> UnloadResult | None:
         self._exit_reasons.pop(holder, None)
         key = self._held.get(holder)
-        if key is None:
+        loaded = self._workers.get(key) if key else None
+        if loaded is None:
+            self._held.pop(holder, None)
             return None
-        result = await self._release(holder, key)
-        if self._held.get(holder) == key:
+        if loaded.holders - {holder} or loaded.closing:
+            loaded.holders.discard(holder)
             del self._held[holder]
-        return result
+            pid = loaded.ready.pid if loaded.ready else -1
+            return UnloadResult(loaded.key, pid, False, False, None, len(loaded.holders))
+        return await self._stop(loaded, reason=None)  # the holder is let go once the process is gone
 
     async def _release(self, holder: str, key: WorkerKey) -> UnloadResult | None:
         loaded = self._workers.get(key)
@@ -241,22 +262,33 @@ class Runtime:
             await self._stop(loaded, reason)
 
     async def _stop(self, loaded: _Loaded, reason: str | None) -> UnloadResult:
-        """End a worker's process; only once it is gone does the worker leave the books."""
-        loaded.closing = True
+        """End a worker's process. The ending belongs to the runtime: a caller that goes away
+        does not leave it half-done, and a second caller waits for the same ending."""
+        if loaded.ending is None:
+            loaded.closing = True
+            loaded.ending = asyncio.ensure_future(self._end(loaded, reason))
+            loaded.ending.add_done_callback(_retrieved)
+        return await asyncio.shield(loaded.ending)
+
+    async def _end(self, loaded: _Loaded, reason: str | None) -> UnloadResult:
+        """Stop the process; only once it is gone does the worker leave the books."""
         assert loaded.ready is not None
         pid, on_gpu = loaded.ready.pid, loaded.ready.device == "cuda"
-        before = await asyncio.to_thread(gpu.used_by_mb if on_gpu else rss_mb, pid)
-        exited, code = await loaded.process.stop(self.settings.shutdown_timeout_s)
-        if exited:
-            await asyncio.to_thread(self._pids.discard, pid)
-        if self._workers.get(loaded.key) is loaded:
-            del self._workers[loaded.key]
-        for holder in loaded.holders:
-            if self._held.get(holder) == loaded.key:
-                del self._held[holder]
-                if reason:
-                    self._exit_reasons[holder] = reason
-        loaded.gone.set()
+        exited, code, before = False, None, None
+        try:
+            before = await asyncio.to_thread(gpu.used_by_mb if on_gpu else rss_mb, pid)
+            exited, code = await loaded.process.stop(self.settings.shutdown_timeout_s)
+            if exited:
+                await asyncio.to_thread(self._pids.discard, pid)
+        finally:
+            if self._workers.get(loaded.key) is loaded:
+                del self._workers[loaded.key]
+            for holder in loaded.holders:
+                if self._held.get(holder) == loaded.key:
+                    del self._held[holder]
+                    if reason:
+                        self._exit_reasons[holder] = reason
+            loaded.gone.set()
         freed = await _gpu_released_mb(pid, before) if on_gpu else before
         log.info("unloaded %s (pid %s, exit code %s, %.0f MB freed)", loaded.key.model, pid, code, freed or 0)
         return UnloadResult(loaded.key, pid, True, exited, code, 0, freed)
@@ -271,7 +303,8 @@ class Runtime:
         while self._workers:
             await asyncio.sleep(Placement.next_check_s(list(self._workers.values())))
             for loaded in Placement.expired([w for w in self._workers.values() if not w.closing]):
-                await self._evict(loaded, idle_reason(loaded.idle_unload_s))
+                if Placement.expired([loaded]):  # still unused: an earlier eviction took time
+                    await self._evict(loaded, idle_reason(loaded.idle_unload_s))
 
     # State
 
@@ -319,6 +352,10 @@ class Runtime:
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        starting = list(self._starts.values())
+        for start in starting:
+            start.cancel()  # a worker still loading is stopped by its start
+        await asyncio.gather(*starting, return_exceptions=True)
         every = list(self._workers.values())
         for loaded in every:
             loaded.closing = True
@@ -329,6 +366,12 @@ class Runtime:
             loaded.gone.set()
         self._workers.clear()
         self._held.clear()
+
+
+def _retrieved(task: asyncio.Future[object]) -> None:
+    """Mark a runtime-owned task's failure as seen: every caller that cared got it already."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _gpu_released_mb(pid: int, before: float | None, within_s: float = 10.0) -> float | None:

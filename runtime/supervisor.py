@@ -90,8 +90,8 @@ class WorkerProcess:
             raise ModelLoadFailed(f"loading {self.name} took longer than {timeout_s:.0f} s; the worker was stopped") from None
         except WorkerDied as exc:
             raise ModelLoadFailed(f"loading {self.name} failed: {exc}") from exc
-        except ModelRuntimeError:
-            await self.stop(1.0)
+        except BaseException:  # a failed load, or the start was cancelled: no process is left behind
+            await asyncio.shield(self.stop(1.0))
             raise
 
     async def send(self, message: ToWorker) -> None:

@@ -252,8 +252,9 @@ class Dashboard:
             if problem.refused:
                 self._restore_draft(contents)
                 self._show_error(f"{problem} Your message was not sent; it is back in the message box.")
-            else:
-                self._show_error(str(problem))
+            else:  # accepted, then failed: the stored reply says why
+                self._show_error(f"The reply failed: {problem}")
+                self._show_history(await self._guard(self.api.history(chat_id)) or [])
         except asyncio.CancelledError:
             # Stop button: leaving the stream closes the connection, so the API stores the
             # partial reply as "stopped"; show it as stored.

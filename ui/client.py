@@ -15,23 +15,25 @@ from ui.settings import UiSettings
 class ApiProblem(Exception):
     """The API answered with an error, or could not be reached; ``str()`` is for people."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, message_id: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.message_id = message_id  # a reply the API stored (with status error) before failing
 
     @property
     def refused(self) -> bool:
-        """The API refused the request and stored nothing (409, 413, 422, 429)."""
-        return self.status in (409, 413, 422, 429)
+        """Nothing was stored: the API refused the message (or was not reached)."""
+        return self.message_id is None
 
 
 def _problem(response: httpx.Response) -> ApiProblem:
     try:
         body = response.json()
         detail = body.get("detail") or body.get("error") or response.text
+        message_id = body.get("message_id")
     except ValueError:
-        detail = response.text or response.reason_phrase
-    return ApiProblem(str(detail), response.status_code)
+        detail, message_id = response.text or response.reason_phrase, None
+    return ApiProblem(str(detail), response.status_code, message_id if isinstance(message_id, int) else None)
 
 
 class ApiClient:

@@ -138,6 +138,9 @@ def _body_probes(spec: dict[str, Any], operation: str, path: str, schema: dict[s
         yield probe(f"unpaired surrogate in {name}", with_field(name, '"a\\ud800b"'))
         if name.endswith("id") or props.get(name, {}).get("maxLength", 10**9) < len(LONG):
             yield probe(f"10,000-character {name}", with_field(name, json.dumps(LONG)))
+        if name == "model":  # allowed in characters, too long in bytes for any file name
+            longest = props[name].get("maxLength", 255)
+            yield probe(f"{longest} two-byte characters in {name}", with_field(name, json.dumps("\u00e9" * longest)))
     yield probe("NUL byte in the raw JSON", with_field("z", b'"a\x00b"'))
     yield probe("NUL in a key", with_field("a\x00b", "1"))
     yield probe("text/plain", encoded, {"Content-Type": "text/plain"})

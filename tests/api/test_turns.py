@@ -241,3 +241,60 @@ async def test_models_being_built_are_listed_as_preparing(client: QuartClient, f
     assert [m["name"] for m in listing["models"]] == [MODEL]
     assert listing["preparing"] == [{"name": "gemma-3-270m-onnx", "state": "building", "step": "exporting",
                                      "elapsed_s": 12.5, "error": None}]
+
+
+async def test_a_turn_whose_caller_goes_away_while_it_is_stored_still_gets_its_answer_row(
+    app: QuartTestApp, client: QuartClient, settings: ApiSettings
+) -> None:
+    await _load(client, "vanish")
+    conversations = app.app.extensions["llmchat"].conversations
+    chatlog = conversations.chatlog
+    written = asyncio.Event()
+
+    class SlowLog:
+        async def write(self, chat_id: str, line: str) -> None:
+            written.set()
+            await asyncio.sleep(0.5)  # the caller goes away while the question is being logged
+
+    conversations.chatlog = SlowLog()
+    try:
+        turn = asyncio.ensure_future(conversations.start("vanish", "are you there?"))
+        await written.wait()
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+        for _ in range(100):
+            if not conversations.answering("vanish"):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        conversations.chatlog = chatlog
+    assert _rows(settings, "vanish") == [("user", "complete"), ("assistant", "stopped")]
+    again = await client.post("/chat", json={"chat_id": "vanish", "message": "and now?"})
+    assert again.status_code == 200
+
+
+async def test_loading_another_model_while_a_reply_runs_is_refused(client: QuartClient, fake: FakeRuntime) -> None:
+    fake.reply_words = 100
+    await _load(client, "switch")
+    running = asyncio.ensure_future(client.post("/chat", json={"chat_id": "switch", "message": "long"}))
+    while not fake.workers() or not any(w.busy for w in fake.workers()):
+        await asyncio.sleep(0.01)
+    refused = await client.post("/load", json={"chat_id": "switch", "model": MODEL, "device": "cpu"})
+    assert refused.status_code == 429 and (await refused.get_json())["error"] == "ChatBusy"
+    assert (await (await running).get_json())["status"] == "complete"
+
+
+async def test_a_failure_after_acceptance_names_the_stored_reply(client: QuartClient, fake: FakeRuntime) -> None:
+    fake.reply_words, fake.token_delay_s = 200, 0.05
+    await _load(client, "named")
+    reply = asyncio.ensure_future(client.post("/chat", json={"chat_id": "named", "message": "go"}))
+    while not fake.workers() or not fake.workers()[0].busy:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    fake.kill(MODEL)
+    failed = await reply
+    body = await failed.get_json()
+    assert failed.status_code == 503 and body["error"] == "WorkerDied"
+    history = (await (await client.get("/history?chat_id=named")).get_json())["messages"]
+    assert history[-1]["id"] == body["message_id"] and history[-1]["status"] == "error"

@@ -9,6 +9,7 @@ import pytest
 from gguf import GGUFWriter
 
 from runtime import discovery
+from runtime.errors import to_wire, without_paths
 from runtime.default_model import GGUF_NAME, TRANSFORMERS_NAME
 from runtime.errors import InvalidModelName, ModelNotFound
 
@@ -92,3 +93,11 @@ def test_default_models_are_discovered(models_dir: Path) -> None:
     assert found[GGUF_NAME].context_length == 32768
     assert found[TRANSFORMERS_NAME].backend == "transformers"
     assert found[TRANSFORMERS_NAME].context_length == 32768
+
+
+def test_errors_from_workers_name_no_server_folder() -> None:
+    assert without_paths("Failed to load model from file: /srv/llm/models/bad.gguf") == (
+        "Failed to load model from file: bad.gguf")
+    assert without_paths("No such file: '/work/models/x/config.json'") == "No such file: 'config.json'"
+    assert without_paths("1/2 of a/b at http://host/x") == "1/2 of a/b at http://host/x"
+    assert to_wire(OSError("/a/b/c.gguf is truncated")) == ("GenerationFailed", "OSError: c.gguf is truncated")

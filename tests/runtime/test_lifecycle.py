@@ -123,3 +123,32 @@ def test_workers_left_by_a_dead_runtime_are_ended(runtime_settings: RuntimeSetti
     assert bystander.poll() is None  # a reused pid is never touched
     bystander.kill()
     bystander.wait()
+
+
+async def test_a_caller_going_away_never_leaves_a_worker_half_started_or_half_stopped(
+    runtime_settings: RuntimeSettings, tmp_path: Path
+) -> None:
+    rt = Runtime(_settings(runtime_settings, tmp_path))
+
+    def children() -> set[int]:  # worker processes (not multiprocessing's resource tracker)
+        return {p.pid for p in psutil.Process().children(recursive=True)
+                if p.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(p.cmdline())}
+
+    try:
+        # A load whose caller gives up: the worker still starts, and the runtime knows it.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(rt.load("gone", GGUF_NAME, "cpu"), 0.2)
+        deadline = time.monotonic() + 30
+        while not rt.workers() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert {w.pid for w in rt.workers()} == children()
+        # An unload whose caller gives up: the worker still ends, and leaves the books.
+        info = await rt.load("a", GGUF_NAME, "cpu")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(rt.unload("a"), 0.01)
+        again = await asyncio.wait_for(rt.load("b", GGUF_NAME, "cpu"), 30)  # waits for the end, then starts
+        assert again.pid != info.pid and not psutil.pid_exists(info.pid)
+        assert rt.holding("a") is None and [w.pid for w in rt.workers()] == [again.pid]
+        assert children() == {again.pid}
+    finally:
+        await rt.close()

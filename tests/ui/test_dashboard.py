@@ -162,7 +162,8 @@ def test_stop_keeps_the_partial_reply(page: Page, servers: tuple[ApiServer, UiSe
 def test_a_refused_message_goes_back_into_the_box(page: Page, servers: tuple[ApiServer, UiServer]) -> None:
     api, ui = servers
     page.goto(ui.url)
-    chat = _chat_id(page)
+    _chat_id(page)
+    chat = _new_chat(page)
     too_long = "word " * (LIMIT // 5 + 1)
     box = page.get_by_placeholder("Send a message")
     box.fill(too_long)
