@@ -12,9 +12,9 @@ import contextlib
 import sys
 
 from runtime import backends
-from runtime.interface import ModelRuntime
 from runtime.default_model import GGUF_NAME
 from runtime.errors import ModelRuntimeError
+from runtime.interface import ModelRuntime
 from runtime.manager import Runtime
 from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
 

@@ -19,7 +19,6 @@ from typing import BinaryIO
 
 from runtime.errors import InvalidModelName, ModelNotFound
 
-
 _MAX_NAME_BYTES = 255  # the longest file name Linux (and most file systems) allow
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 # Set-up and the ONNX export write each model as ``<name>.partial`` and rename it when done;

@@ -22,7 +22,15 @@ from runtime.builds import BuildState
 from runtime.discovery import ModelInfo
 from runtime.errors import Busy, InvalidModelName, ModelNotFound, ModelNotLoaded, WorkerDied
 from runtime.interface import Event, FittedPrompt, Queued, UnloadResult, WorkerInfo, WorkerKey
-from runtime.protocol import ChatMessage, Device, FinishReason, Finished, GenerationMetrics, GenerationParams, TokenChunk
+from runtime.protocol import (
+    ChatMessage,
+    Device,
+    Finished,
+    FinishReason,
+    GenerationMetrics,
+    GenerationParams,
+    TokenChunk,
+)
 
 _pids = itertools.count(900_000)
 

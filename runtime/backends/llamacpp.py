@@ -8,8 +8,8 @@ reused for the prompt prefix a chat shares with its previous turn.
 from __future__ import annotations
 
 import codecs
-from pathlib import Path
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import llama_cpp

@@ -15,8 +15,8 @@ import torch
 from optimum.onnxruntime import ORTModelForCausalLM
 
 from runtime import discovery
-from runtime.backends.hf import TransformersBackend
 from runtime.backends.base import Loaded
+from runtime.backends.hf import TransformersBackend
 from runtime.errors import ModelLoadFailed
 from runtime.protocol import WorkerSpec
 

@@ -9,9 +9,8 @@ import pytest
 from gguf import GGUFWriter
 
 from runtime import discovery
-from runtime.errors import to_wire, without_paths
 from runtime.default_model import GGUF_NAME, TRANSFORMERS_NAME
-from runtime.errors import InvalidModelName, ModelNotFound
+from runtime.errors import InvalidModelName, ModelNotFound, to_wire, without_paths
 
 
 def _write_gguf(path: Path, context_length: int) -> None:
