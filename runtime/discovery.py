@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from runtime.backends import LLAMA_CPP, ONNX, TRANSFORMERS
 from runtime.errors import InvalidModelName, ModelNotFound
 
 _MAX_NAME_BYTES = 255  # the longest file name Linux (and most file systems) allow
@@ -89,17 +90,17 @@ def _classify(name: str, path: Path) -> ModelInfo | None:
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             return None
-        return ModelInfo(name, "llama.cpp", path, path.stat().st_size, gguf_context_length(path))
+        return ModelInfo(name, LLAMA_CPP, path, path.stat().st_size, gguf_context_length(path))
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     config = path / "config.json"
     if config.is_file():
         if onnx_file(path) is not None:
-            return ModelInfo(name, "onnx", path, size, _config_context_length(config))
+            return ModelInfo(name, ONNX, path, size, _config_context_length(config))
         if any(next(path.glob(p), None) for p in _WEIGHT_PATTERNS):
-            return ModelInfo(name, "transformers", path, size, _config_context_length(config))
+            return ModelInfo(name, TRANSFORMERS, path, size, _config_context_length(config))
     ggufs = sorted(p for p in path.glob("*.gguf") if "mmproj" not in p.name.lower())
     if ggufs:
-        return ModelInfo(name, "llama.cpp", ggufs[0], size, gguf_context_length(ggufs[0]))
+        return ModelInfo(name, LLAMA_CPP, ggufs[0], size, gguf_context_length(ggufs[0]))
     return None
 
 

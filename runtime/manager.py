@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field, replace
 
 from runtime import backends, discovery, fitting, gpu
+from runtime.backends import ONNX, TRANSFORMERS
 from runtime.builds import BuildState, read_builds
 from runtime.channel import RequestChannel
 from runtime.discovery import ModelInfo
@@ -110,16 +111,16 @@ class Runtime:
         if backend is not None:
             backends.check(backend)
         info = discovery.resolve(self.settings.models_dir, model)
-        export = self._onnx_export(info) if info.backend == "transformers" else None
-        if backend == "onnx" and info.backend == "transformers":
+        export = self._onnx_export(info) if info.backend == TRANSFORMERS else None
+        if backend == ONNX and info.backend == TRANSFORMERS:
             if export is None:
                 raise BackendUnavailable(
                     f"{info.name} has no ONNX export; create one with: python -m runtime.onnx_export {info.name}"
                 )
-            return replace(info, path=export.path), "onnx"
+            return replace(info, path=export.path), ONNX
         if backend is None and export is not None and self.settings.onnx_on_cpu:
             if device == "cpu" or (device == "auto" and gpu.device_count() == 0):
-                return replace(info, path=export.path), "onnx"
+                return replace(info, path=export.path), ONNX
         if backend is not None and backend != info.backend:
             raise BackendUnavailable(f"{info.name} is a {info.backend} model; backend {backend!r} cannot open it")
         return info, info.backend
@@ -129,7 +130,7 @@ class Runtime:
             export = discovery.resolve(self.settings.models_dir, f"{info.name}-onnx")
         except ModelRuntimeError:
             return None
-        return export if export.backend == "onnx" else None
+        return export if export.backend == ONNX else None
 
     # Loading and unloading
 

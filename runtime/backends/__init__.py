@@ -13,10 +13,11 @@ import importlib
 from runtime.backends.base import Backend
 from runtime.errors import BackendUnavailable
 
+LLAMA_CPP, TRANSFORMERS, ONNX = "llama.cpp", "transformers", "onnx"
 REGISTRY: dict[str, str] = {
-    "llama.cpp": "runtime.backends.llamacpp:LlamaCppBackend",
-    "transformers": "runtime.backends.hf:TransformersBackend",
-    "onnx": "runtime.backends.ort:OnnxBackend",
+    LLAMA_CPP: "runtime.backends.llamacpp:LlamaCppBackend",
+    TRANSFORMERS: "runtime.backends.hf:TransformersBackend",
+    ONNX: "runtime.backends.ort:OnnxBackend",
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
