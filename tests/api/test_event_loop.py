@@ -51,30 +51,40 @@ async def _scenario(settings: ApiSettings, slow: _SlowCallbacks) -> None:
         assert load.status_code == 200
         streamed = await client.post("/chat", json={"chat_id": "loop", "message": "Capital of France?", "stream": True})
         assert sse_events(await streamed.get_data())[-1][0] == "done"
-        await client.patch("/chats/loop", json={"max_new_tokens": 400, "temperature": 0})
+        # Each later step has a chat of its own, whose only message runs greedily to the token limit.
+        for chat in ("stopper", "doomed"):
+            await client.post("/chats", json={"chat_id": chat, "max_new_tokens": 400, "temperature": 0})
+        await client.post("/load", json={"chat_id": "stopper", "model": GGUF, "device": "cpu"})
 
-        async def stop_soon() -> None:
-            for _ in range(100):
-                await asyncio.sleep(0.05)
-                if (await (await client.post("/chats/loop/stop")).get_json())["stopped"]:
-                    return
+        async def when_busy() -> int:
+            for _ in range(600):
+                workers = (await (await client.get("/status")).get_json())["workers"]
+                if workers and workers[0]["busy"]:
+                    return int(workers[0]["pid"])
+                await asyncio.sleep(0.02)
+            raise AssertionError("the reply never started")
 
-        stopped, _ = await asyncio.gather(client.post("/chat", json={"chat_id": "loop", "message": ENDLESS}), stop_soon())
+        async def stop_when_busy() -> None:
+            await when_busy()
+            assert (await (await client.post("/chats/stopper/stop")).get_json())["stopped"]
+
+        stopped, _ = await asyncio.gather(client.post("/chat", json={"chat_id": "stopper", "message": ENDLESS}),
+                                          stop_when_busy())
         assert (await stopped.get_json())["status"] == "stopped"
         for path in ("/status", "/status?chat_id=loop", "/chats", "/models", "/history?chat_id=loop", "/metrics"):
             assert (await client.get(path)).status_code == 200
-        unload = await (await client.post("/unload", json={"chat_id": "loop"})).get_json()
-        assert unload["process_exited"] is True
-        await client.post("/load", json={"chat_id": "loop", "model": GGUF, "device": "cpu"})
-        pid = (await (await client.get("/status")).get_json())["workers"][0]["pid"]
+        shared = await (await client.post("/unload", json={"chat_id": "loop"})).get_json()
+        unload = await (await client.post("/unload", json={"chat_id": "stopper"})).get_json()
+        assert shared["shared"] and unload["process_exited"] is True
+        await client.post("/load", json={"chat_id": "doomed", "model": GGUF, "device": "cpu"})
 
-        async def kill_soon() -> None:
-            await asyncio.sleep(1.0)
-            os.kill(pid, signal.SIGKILL)
+        async def kill_when_busy() -> None:
+            os.kill(await when_busy(), signal.SIGKILL)
 
-        died, _ = await asyncio.gather(client.post("/chat", json={"chat_id": "loop", "message": ENDLESS}), kill_soon())
+        died, _ = await asyncio.gather(client.post("/chat", json={"chat_id": "doomed", "message": ENDLESS}),
+                                       kill_when_busy())
         assert died.status_code == 503
-        status = await (await client.get("/status?chat_id=loop")).get_json()
+        status = await (await client.get("/status?chat_id=doomed")).get_json()
         assert not status["loaded"] and "killed" in status["reason"]
 
 
