@@ -30,19 +30,23 @@ from api.settings import ApiSettings
 from api.store import Chat, Message
 from runtime.errors import GenerationFailed, ModelRuntimeError
 from runtime.interface import Event, FittedPrompt, ModelRuntime, WorkerInfo
-from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, TokenChunk
+from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, Role, TokenChunk
 
 FLUSH_EVERY_S = 1.0
 
 
+ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant"}  # as stored -> as the model sees it
+
+
 def message_out(m: Message) -> MessageOut:
-    """A stored message as every endpoint and event shows it."""
-    return MessageOut(
-        id=m.id, sender=m.role, text=m.text, timestamp=m.created_at.isoformat(), status=m.status,  # type: ignore[arg-type]
-        error=m.error, model=m.model, backend=m.backend, running_on=m.running_on,  # type: ignore[arg-type]
-        prompt_tokens=m.prompt_tokens, tokens=m.completion_tokens, time_to_first_token_s=m.time_to_first_token_s,
-        time_s=m.total_time_s, tps=m.tokens_per_s, dropped_messages=m.dropped_messages,
-    )
+    """A stored message as every endpoint and event shows it (validated: the columns are plain strings)."""
+    return MessageOut.model_validate({
+        "id": m.id, "sender": m.role, "text": m.text, "timestamp": m.created_at.isoformat(), "status": m.status,
+        "error": m.error, "model": m.model, "backend": m.backend, "running_on": m.running_on,
+        "prompt_tokens": m.prompt_tokens, "tokens": m.completion_tokens,
+        "time_to_first_token_s": m.time_to_first_token_s, "time_s": m.total_time_s, "tps": m.tokens_per_s,
+        "dropped_messages": m.dropped_messages,
+    })
 
 
 @dataclass(eq=False)
@@ -223,7 +227,7 @@ class Conversations:
             if stored[-1].role == "assistant":
                 replaced = stored.pop()
         history = [ChatMessage("system", chat.system_prompt)] if chat.system_prompt.strip() else []
-        history += [ChatMessage(m.role, m.text) for m in stored  # type: ignore[arg-type]
+        history += [ChatMessage(ROLES[m.role], m.text) for m in stored
                     if m.role == "user" or (m.status != "streaming" and m.text)]
         if text is not None:
             history.append(ChatMessage("user", text))
@@ -290,7 +294,7 @@ class Conversations:
         try:
             stopped = isinstance(cause, asyncio.CancelledError)
             reply.status = "stopped" if stopped else "error"
-            reply.error = None if stopped else describe(cause).detail
+            reply.error = None if stopped else describe(cause).detail  # type: ignore[assignment]
             await reply.save(update_fields=["status", "error"])
         finally:
             self._release(active)
