@@ -33,14 +33,19 @@ def _ref(name: str) -> dict[str, str]:
 class LlmchatOpenAPI(OpenAPIProvider):
     """Adds the event stream and the shared error body to quart-schema's document."""
 
-    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
-        paths, components = super().build_paths(rule)
-        func = self._app.view_functions[rule.endpoint]
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        components = document["components"]["schemas"]
         models: list[type[BaseModel]] = [*STREAM_EVENTS.values(), ErrorBody]
-        for model in models:
+        for model in models:  # once for the document, not per route
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(schema.pop("$defs", {}))
             components[model.__name__] = schema
+        return document
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        func = self._app.view_functions[rule.endpoint]
         for operations in paths.values():
             for operation in operations.values():
                 # quart-schema keys responses by int; OpenAPI's "4XX" is a string: use strings throughout.
