@@ -29,7 +29,7 @@ from api.schemas import StartEvent
 from api.settings import ApiSettings
 from api.store import Chat, Message
 from runtime.errors import GenerationFailed, ModelRuntimeError
-from runtime.interface import Event, FittedPrompt, ModelRuntime, WorkerInfo
+from runtime.interface import Event, FittedPrompt, ModelRuntime, Queued, WorkerInfo
 from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, Role, TokenChunk
 
 FLUSH_EVERY_S = 1.0
@@ -60,17 +60,21 @@ class ActiveReply:
     handed_off: bool = False  # the reply's stream (or its clean-up) releases the chat once stored
 
 
+ReplyItem = str | Queued | MessageOut
+
+
 class Reply:
-    """An accepted reply: ``start`` is what was stored; :meth:`items` yields the text as it
-    comes, then the stored :class:`MessageOut` (or raises the runtime error, after storing
+    """An accepted reply: ``start`` is what was stored; :meth:`items` yields where it stands
+    in line while it waits for a slot (:class:`Queued`, only if it has to wait), the text as
+    it comes, then the stored :class:`MessageOut` (or raises the runtime error, after storing
     it). :meth:`aclose` ends it early (stored as stopped), whether or not it was iterated."""
 
-    def __init__(self, start: StartEvent, first: str | MessageOut, rest: AsyncGenerator[str | MessageOut, None]) -> None:
+    def __init__(self, start: StartEvent, first: ReplyItem, rest: AsyncGenerator[ReplyItem, None]) -> None:
         self.start = start
         self._first = first
         self._rest = rest
 
-    async def items(self) -> AsyncGenerator[str | MessageOut, None]:
+    async def items(self) -> AsyncGenerator[ReplyItem, None]:
         yield self._first
         async for item in self._rest:
             yield item
@@ -164,11 +168,11 @@ class Conversations:
 
     async def load(
         self, chat_id: str, model: str, device: Device | None, backend: str | None = None,
-        idle_unload_s: float | None = None,
+        idle_unload_s: float | None = None, parallel: int | None = None,
     ) -> WorkerInfo:
         """Load a model for a chat, creating the chat once the load succeeded, and remember the choice."""
         requested: Device = device or self.settings.default_device
-        worker = await self.runtime.load(chat_id, model, requested, backend, idle_unload_s)
+        worker = await self.runtime.load(chat_id, model, requested, backend, idle_unload_s, parallel)
         self.metrics.observe_load(worker)
         chat = await self.get_or_create(chat_id)
         chat.model, chat.requested_device, chat.backend = worker.key.model, worker.key.requested_device, worker.key.backend
@@ -198,8 +202,9 @@ class Conversations:
 
     async def start(self, chat_id: str, text: str | None, model: str | None = None, device: Device | None = None) -> Reply:
         """Begin a reply: to ``text`` (a new user message), or with ``text=None`` to the chat's
-        last message again (regenerate). Returns once the first token is there; raises, having
-        stored nothing, if the request is refused."""
+        last message again (regenerate). Returns once the first token is there, or once the
+        request is in line when every slot of the model is busy; raises, having stored
+        nothing, if the request is refused."""
         if text is not None and len(text) > self.settings.max_message_chars:
             raise MessageTooLong(
                 f"the message has {len(text)} characters; the limit is {self.settings.max_message_chars}"
@@ -234,7 +239,7 @@ class Conversations:
         params = GenerationParams(chat.max_new_tokens, chat.temperature, chat.top_p)
         fitted = await self.runtime.fit(chat_id, history, params.max_new_tokens)
         started = time.perf_counter()
-        events = self.runtime.generate(chat_id, fitted.messages, params)
+        events = self.runtime.generate(chat_id, fitted.messages, params, session=chat_id)
         try:
             accepted = await _next_or_stop(events, active.stop)  # refusals are raised here
         except BaseException:
@@ -252,7 +257,7 @@ class Conversations:
         turn = _Turn(chat, reply, worker, fitted.dropped, started)
         stream = self._stream(active, turn, events, accepted)
         try:
-            first = await anext(stream)  # the first token: a failure in the queue keeps its HTTP status
+            first = await anext(stream)  # the first token or place in line: a failure before keeps its HTTP status
         except ModelRuntimeError as exc:
             raise ReplyFailed(exc, reply.id) from exc
         start = StartEvent(message_id=reply.id, model=worker.key.model, backend=worker.key.backend,
@@ -306,8 +311,9 @@ class Conversations:
 
     async def _stream(
         self, active: ActiveReply, turn: _Turn, events: AsyncGenerator[Event, None], event: Event | None
-    ) -> AsyncGenerator[str | MessageOut, None]:
+    ) -> AsyncGenerator[ReplyItem, None]:
         parts: list[str] = []
+        waited = False
         finished: Finished | None = None
         error: ModelRuntimeError | None = None
         first_at: float | None = None
@@ -315,7 +321,13 @@ class Conversations:
         stored: MessageOut | None = None
         try:
             while event is not None and not active.stop.is_set():
-                if isinstance(event, TokenChunk):
+                if isinstance(event, Queued):
+                    if event.started:
+                        self.metrics.observe_start(turn.worker.key.model, event)
+                    if event.position > 0 or waited:  # only a request that waits says where it stands
+                        waited = True
+                        yield event
+                elif isinstance(event, TokenChunk):
                     first_at = first_at or time.perf_counter()
                     parts.append(event.text)
                     yield event.text

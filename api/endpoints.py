@@ -52,7 +52,7 @@ def _worker_state(w: WorkerInfo) -> WorkerState:
     return WorkerState(
         model=w.key.model, device=w.key.requested_device, backend=w.key.backend, running_on=w.running_on,
         pid=w.pid, context_length=w.context_length, load_time_s=w.load_time_s, chats=list(w.holders), busy=w.busy,
-        queued=w.queued, idle_s=w.idle_s, idle_unload_s=w.idle_unload_s, cuda_visible_devices=w.cuda_visible_devices,
+        queued=w.queued, running=w.running, parallel=w.parallel, idle_s=w.idle_s, idle_unload_s=w.idle_unload_s, cuda_visible_devices=w.cuda_visible_devices,
     )
 
 
@@ -128,7 +128,9 @@ async def load(data: LoadRequest) -> LoadResponse:
     conversations = services().conversations
     if conversations.answering(data.chat_id):  # a new model would end the reply under it
         raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it, then load")
-    w = await conversations.load(data.chat_id, data.model, data.device, data.backend, data.idle_unload_s)
+    w = await conversations.load(
+        data.chat_id, data.model, data.device, data.backend, data.idle_unload_s, data.parallel
+    )
     return LoadResponse(status="loaded", chat_id=data.chat_id, model=w.key.model, device=w.key.requested_device,
                         load_time_s=w.load_time_s, backend=w.key.backend, running_on=w.running_on,
                         context_length=w.context_length)

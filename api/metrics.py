@@ -1,7 +1,8 @@
 """Prometheus metrics (prometheus-client), served by ``GET /metrics``.
 
-Runtime state (loaded workers, queue depths, worker deaths) is read when scraped;
-per-reply and per-load figures are observed as they happen.
+Runtime state (loaded workers, their running replies, slots and queue depths, worker
+deaths) is read when scraped; per-reply figures (queue wait, batch size, speed) and
+per-load figures are observed as they happen.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runtime.interface import ModelRuntime, WorkerInfo
+from runtime.interface import ModelRuntime, Queued, WorkerInfo
 
 
 class _RuntimeCollector(Collector):
@@ -22,12 +23,18 @@ class _RuntimeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         workers = self._runtime.workers()
         yield GaugeMetricFamily("llmchat_loaded_workers", "Model worker processes running.", value=len(workers))
-        depth = GaugeMetricFamily(
-            "llmchat_queue_depth", "Requests waiting for a worker.", labels=["model", "device", "backend"]
-        )
+        labels = ["model", "device", "backend"]
+        depth = GaugeMetricFamily("llmchat_queue_depth", "Requests waiting for a free slot of a worker.", labels=labels)
+        running = GaugeMetricFamily("llmchat_running_sequences", "Replies a worker is generating now.", labels=labels)
+        slots = GaugeMetricFamily("llmchat_parallel_slots", "Replies a worker can generate at once.", labels=labels)
         for w in workers:
-            depth.add_metric([w.key.model, w.key.requested_device, w.key.backend], w.queued)
+            key = [w.key.model, w.key.requested_device, w.key.backend]
+            depth.add_metric(key, w.queued)
+            running.add_metric(key, w.running)
+            slots.add_metric(key, w.parallel)
         yield depth
+        yield running
+        yield slots
         yield CounterMetricFamily(
             "llmchat_worker_deaths", "Workers that died instead of being unloaded.", value=self._runtime.worker_deaths()
         )
@@ -47,6 +54,11 @@ class Metrics:
                               buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
         self.tps = Histogram("llmchat_tokens_per_second", "Generation speed of a reply.", ["model"],
                              registry=self.registry, buckets=(1, 2, 5, 10, 20, 30, 50, 100, 200, 500))
+        self.queue_wait = Histogram("llmchat_queue_wait_seconds", "Time a request waited for a free slot.",
+                                    ["model"], registry=self.registry,
+                                    buckets=(0, 0.05, 0.25, 1, 2.5, 5, 10, 30, 60, 120))
+        self.batch = Histogram("llmchat_batch_size", "Replies generating together when a reply started, itself included.",
+                               ["model"], registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64))
         self.loads = Histogram("llmchat_load_seconds", "Time to load a model into a new worker.", ["model"],
                                registry=self.registry, buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300))
 
@@ -56,6 +68,11 @@ class Metrics:
         if status == "complete":
             self.ttft.labels(model).observe(ttft_s)
             self.tps.labels(model).observe(tokens_per_s)
+
+    def observe_start(self, model: str, started: Queued) -> None:
+        """A reply got its slot: how long it waited, and how many replies now run together."""
+        self.queue_wait.labels(model).observe(started.waited_s)
+        self.batch.labels(model).observe(started.batch)
 
     def observe_load(self, worker: WorkerInfo) -> None:
         self.loads.labels(worker.key.model).observe(worker.load_time_s)

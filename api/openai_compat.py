@@ -58,6 +58,7 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64, description="Same seed, same sampled reply.")
 
 
 def _holder(model: str) -> str:
@@ -95,6 +96,7 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
         temperature=s.settings.default_temperature if data.temperature is None else data.temperature,
         top_p=data.top_p or s.settings.default_top_p,
         stop=stop,
+        seed=data.seed,
     )
     worker = await _worker_for(data.model)
     fitted = await s.runtime.fit(_holder(data.model), messages, params.max_new_tokens)
@@ -102,7 +104,7 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
     created = int(time.time())
     events = s.runtime.generate(_holder(data.model), fitted.messages, params)
     try:
-        first = await _first_output(events)  # refusals and failures in the queue keep their HTTP status
+        first = await _first_output(events, worker.key.model)  # refusals and failures in the queue keep their HTTP status
     except BaseException:
         await events.aclose()
         raise
@@ -137,20 +139,23 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
     }
 
 
-async def _first_output(events: AsyncGenerator[Event, None]) -> TokenChunk | Finished:
+async def _first_output(events: AsyncGenerator[Event, None], model: str) -> TokenChunk | Finished:
     """Wait past the queue for the first token (or the end of an empty reply)."""
     async for event in events:
         if not isinstance(event, Queued):
             return event
+        if event.started:
+            services().metrics.observe_start(model, event)
     raise ModelRuntimeError("the reply ended before it started")
 
 
-def _usage(finished: Finished) -> dict[str, int]:
+def _usage(finished: Finished) -> dict[str, Any]:
     m = finished.metrics
     return {
         "prompt_tokens": m.prompt_tokens,
         "completion_tokens": m.completion_tokens,
         "total_tokens": m.prompt_tokens + m.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": m.cached_tokens},
     }
 
 
@@ -158,7 +163,7 @@ async def _chunks(
     first: TokenChunk | Finished, events: AsyncGenerator[Event, None], completion_id: str, created: int, model: str,
     include_usage: bool,
 ) -> AsyncIterator[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None, usage: dict[str, int] | None = None) -> bytes:
+    def chunk(delta: dict[str, Any], finish: str | None, usage: dict[str, Any] | None = None) -> bytes:
         body: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",

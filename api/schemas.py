@@ -43,6 +43,10 @@ class LoadRequest(Strict):
     idle_unload_s: float | None = Field(
         None, ge=0, le=30 * 24 * 3600, description="Unload after this long unused (0 = never); default: the setting."
     )
+    parallel: int | None = Field(
+        None, ge=1, le=64,
+        description="Replies a new worker generates at once; default: LLMCHAT_PARALLEL (8 on CPU, 16 on a GPU).",
+    )
 
 
 class UnloadRequest(Strict):
@@ -105,7 +109,9 @@ class WorkerState(BaseModel):
     load_time_s: float
     chats: list[str]
     busy: bool
-    queued: int = 0
+    queued: int = Field(0, description="Requests waiting for a free slot.")
+    running: int = Field(0, description="Replies being generated now.")
+    parallel: int = Field(1, description="Replies it generates at once (continuous batching).")
     idle_s: float = 0.0
     idle_unload_s: float = 0.0
     cuda_visible_devices: str | None = None
@@ -249,6 +255,15 @@ class StartEvent(BaseModel):
     dropped_messages: int
 
 
+class QueuedEvent(BaseModel):
+    """``queued``: every slot of the model is busy and the request waits its turn; sent again
+    each time it moves up, and with position 0 once it starts."""
+
+    position: int = Field(description="Its place in line: 1 = next to start; 0 = it has started.")
+    ahead: int = Field(description="Requests in line before it.")
+    estimate_s: float | None = Field(None, description="Rough wait until it starts, from recent replies.")
+
+
 class TokenEvent(BaseModel):
     """``token``: the next piece of the reply's text."""
 
@@ -267,6 +282,7 @@ class ErrorBody(BaseModel):
 
 STREAM_EVENTS: dict[str, type[BaseModel]] = {
     "start": StartEvent,
+    "queued": QueuedEvent,
     "token": TokenEvent,
     "done": ChatMessage,
     "error": ErrorBody,

@@ -1,6 +1,7 @@
 """Server-sent events: a ``text/event-stream`` response, and a chat reply as its events.
 
-A reply's events are ``start`` (:class:`~api.schemas.StartEvent`), ``token``
+A reply's events are ``start`` (:class:`~api.schemas.StartEvent`), ``queued``
+(:class:`~api.schemas.QueuedEvent`) while it waits for a free slot of the model, ``token``
 (:class:`~api.schemas.TokenEvent`) per piece of text, then ``done`` (the stored
 :class:`~api.schemas.ChatMessage`) or ``error`` (:class:`~api.schemas.ErrorBody`). The
 response is made only for a reply the runtime accepted and started, so refusals keep their
@@ -19,7 +20,8 @@ from quart import Response
 
 from api.conversation import Reply
 from api.errors import describe, error_payload
-from api.schemas import ChatMessage, TokenEvent
+from api.schemas import ChatMessage, QueuedEvent, TokenEvent
+from runtime.interface import Queued
 
 
 def event(name: str, data: BaseModel | dict[str, Any]) -> bytes:
@@ -43,6 +45,9 @@ async def reply_events(reply: Reply) -> AsyncIterator[bytes]:
             async for item in items:
                 if isinstance(item, ChatMessage):
                     yield event("done", item)
+                elif isinstance(item, Queued):
+                    place = QueuedEvent(position=item.position, ahead=max(0, item.position - 1), estimate_s=item.estimate_s)
+                    yield event("queued", place)
                 else:
                     yield event("token", TokenEvent(text=item))
     except Exception as exc:  # noqa: BLE001 - the stream's end says what happened, in the one error shape

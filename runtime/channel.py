@@ -1,21 +1,22 @@
-"""The per-worker request channel: a bounded FIFO of requests, each matched to its replies by id.
+"""The per-worker request channel: requests sent to one worker, each matched to its replies by id.
 
-One request runs in a worker at a time; others wait in arrival order, up to ``max_queue``
-of them, and beyond that are refused with :class:`Busy`. Replies are routed to their
-request's queue by request id; when the worker dies, every pending request fails with
-:class:`WorkerDied` at once. Closing a generation early sends an :class:`Abort` for it.
+A worker generates up to ``parallel`` replies together (its backend batches them); who
+runs and who waits in which place is :mod:`runtime.slots`' to decide. Token counts skip
+the line: the worker answers them between two steps. When the worker dies, every pending
+request fails with :class:`WorkerDied` at once. Closing a generation early sends an
+:class:`Abort` for it, which ends that reply alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
-from runtime.errors import Busy, ModelRuntimeError, WorkerDied, from_wire
-from runtime.interface import Event, Queued
+from runtime.errors import ModelRuntimeError, WorkerDied, from_wire
+from runtime.interface import Event
+from runtime.slots import Slots
 from runtime.protocol import (
     Abort,
     ChatMessage,
@@ -30,32 +31,43 @@ from runtime.protocol import (
 )
 from runtime.supervisor import WorkerProcess
 
-
 class RequestChannel:
-    """Requests to one worker process, in order, with a bounded wait."""
+    """Requests to one worker process: ``parallel`` at once, then a bounded line in order."""
 
-    def __init__(self, process: WorkerProcess, name: str, max_queue: int) -> None:
+    def __init__(self, process: WorkerProcess, name: str, max_queue: int, parallel: int = 1) -> None:
         self._process = process
         self._name = name
-        self._max_queue = max_queue
-        self._lock = asyncio.Lock()  # one request at a time; asyncio.Lock wakes waiters FIFO
-        self._entered = 0  # requests running or waiting
+        self._slots = Slots(name, parallel, max_queue)
+        self._counting = 0
         self._pending: dict[str, asyncio.Queue[FromWorker | ModelRuntimeError]] = {}
-        self._dead: WorkerDied | None = None
         self.last_used = time.monotonic()
 
     @property
+    def parallel(self) -> int:
+        return self._slots.parallel
+
+    @parallel.setter
+    def parallel(self, value: int) -> None:
+        """Set once the worker says how many replies it generates at once."""
+        self._slots.parallel = value
+
+    @property
     def busy(self) -> bool:
-        return self._lock.locked()
+        return self._slots.running > 0
+
+    @property
+    def running(self) -> int:
+        """Replies being generated now."""
+        return self._slots.running
 
     @property
     def queued(self) -> int:
-        """Requests waiting behind the running one."""
-        return max(0, self._entered - (1 if self._lock.locked() else 0))
+        """Replies waiting for a slot."""
+        return self._slots.queued
 
     @property
     def idle(self) -> bool:
-        return self._entered == 0
+        return self._slots.idle and self._counting == 0
 
     def deliver(self, message: FromWorker) -> None:
         """Route a worker's reply to its request; replies to abandoned requests are dropped."""
@@ -65,47 +77,24 @@ class RequestChannel:
 
     def fail_all(self, error: WorkerDied) -> None:
         """The worker is gone: every pending and later request fails with ``error``."""
-        self._dead = error
+        self._slots.fail_all(error)
         for queue in self._pending.values():
             queue.put_nowait(error)
 
-    def _admit(self) -> int:
-        """Take a place in line, or refuse; returns how many run or wait ahead."""
-        if self._dead is not None:
-            raise self._dead
-        if self.queued >= self._max_queue:
-            raise Busy(
-                f"{self._name} already has {self.queued} requests waiting; try again shortly",
-                retry_after_s=float(1 + self.queued),
-            )
-        ahead = self._entered
-        self._entered += 1
-        return ahead
-
-    @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
-        """Take a place in line, then hold the worker for one request."""
-        self._admit()
+    async def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, session: str | None = None
+    ) -> AsyncGenerator[Event, None]:
+        place = self._slots.enter(session)  # raised at the first ``anext``: nothing was accepted
+        self.last_used = time.monotonic()
         try:
-            async with self._lock:
-                self.last_used = time.monotonic()
-                yield
+            async for queued in place.wait():
+                yield queued
+            request = Generate(uuid.uuid4().hex, tuple(messages), params, session)
+            async for event in self._run(request):
+                yield event
+            place.done()
         finally:
-            self._entered -= 1
-            self.last_used = time.monotonic()
-
-    async def generate(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncGenerator[Event, None]:
-        ahead = self._admit()  # raised at the first ``anext``: nothing was accepted
-        try:
-            yield Queued(ahead)
-            async with self._lock:
-                self.last_used = time.monotonic()
-                request = Generate(uuid.uuid4().hex, tuple(messages), params)
-                async with contextlib.aclosing(self._run(request)) as events:
-                    async for event in events:
-                        yield event
-        finally:
-            self._entered -= 1
+            place.leave()
             self.last_used = time.monotonic()
 
     async def _run(self, request: Generate) -> AsyncGenerator[TokenChunk | Finished, None]:
@@ -125,18 +114,20 @@ class RequestChannel:
         finally:
             self._pending.pop(request.request_id, None)
             if not finished:
-                # The pipe is FIFO, so the worker sees this before any later request.
+                # The pipe is FIFO, so the worker sees this after its Generate.
                 self._process.send_soon(Abort(request.request_id))
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        async with self._turn():
-            request_id = uuid.uuid4().hex
-            queue = self._open(request_id)
-            try:
-                await self._process.send(CountTokens(request_id, tuple(messages)))
-                item = await queue.get()
-            finally:
-                self._pending.pop(request_id, None)
+        """Counted by the worker between two steps, without waiting in line."""
+        request_id = uuid.uuid4().hex
+        queue = self._open(request_id)
+        self._counting += 1
+        try:
+            await self._process.send(CountTokens(request_id, tuple(messages)))
+            item = await queue.get()
+        finally:
+            self._pending.pop(request_id, None)
+            self._counting -= 1
         if isinstance(item, ModelRuntimeError):
             raise item
         if isinstance(item, Failed):
@@ -146,8 +137,8 @@ class RequestChannel:
         return item.count
 
     def _open(self, request_id: str) -> asyncio.Queue[FromWorker | ModelRuntimeError]:
-        if self._dead is not None:
-            raise self._dead
+        if self._slots.dead is not None:
+            raise self._slots.dead
         queue: asyncio.Queue[FromWorker | ModelRuntimeError] = asyncio.Queue()
         self._pending[request_id] = queue
         return queue

@@ -36,6 +36,7 @@ class ModelInfo:
     path: Path
     size_bytes: int
     context_length: int | None
+    kv_bytes_per_token: int | None = None  # KV cache per token of context (f16), from the model's shape
 
 
 def scan(models_dir: Path) -> list[ModelInfo]:
@@ -90,17 +91,17 @@ def _classify(name: str, path: Path) -> ModelInfo | None:
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             return None
-        return ModelInfo(name, LLAMA_CPP, path, path.stat().st_size, gguf_context_length(path))
+        return ModelInfo(name, LLAMA_CPP, path, path.stat().st_size, *gguf_shape(path))
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     config = path / "config.json"
     if config.is_file():
         if onnx_file(path) is not None:
-            return ModelInfo(name, ONNX, path, size, _config_context_length(config))
+            return ModelInfo(name, ONNX, path, size, *_config_shape(config))
         if any(next(path.glob(p), None) for p in _WEIGHT_PATTERNS):
-            return ModelInfo(name, TRANSFORMERS, path, size, _config_context_length(config))
+            return ModelInfo(name, TRANSFORMERS, path, size, *_config_shape(config))
     ggufs = sorted(p for p in path.glob("*.gguf") if "mmproj" not in p.name.lower())
     if ggufs:
-        return ModelInfo(name, LLAMA_CPP, ggufs[0], size, gguf_context_length(ggufs[0]))
+        return ModelInfo(name, LLAMA_CPP, ggufs[0], size, *gguf_shape(ggufs[0]))
     return None
 
 
@@ -112,31 +113,53 @@ def onnx_file(folder: Path) -> Path | None:
     return next(iter(sorted(folder.glob("*.onnx"))), None)
 
 
-def _config_context_length(config: Path) -> int | None:
+def _config_shape(config: Path) -> tuple[int | None, int | None]:
+    """Context length and KV-cache bytes per token from a Transformers ``config.json``."""
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    for section in (data, data.get("text_config") or {}):
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            if isinstance(section.get(key), int):
-                return int(section[key])
-    return None
+        return None, None
+    merged = {**data, **(data.get("text_config") or {})}
+    context = next(
+        (int(merged[k]) for k in ("max_position_embeddings", "n_positions", "max_sequence_length")
+         if isinstance(merged.get(k), int)),
+        None,
+    )
+    layers, heads = merged.get("num_hidden_layers"), merged.get("num_attention_heads")
+    kv_heads = merged.get("num_key_value_heads") or heads
+    head_dim = merged.get("head_dim") or (merged["hidden_size"] // heads if merged.get("hidden_size") and heads else None)
+    if not all(isinstance(v, int) and v > 0 for v in (layers, kv_heads, head_dim)):
+        return context, None
+    return context, _kv_bytes(layers, kv_heads, head_dim, head_dim)
 
 
-def gguf_context_length(path: Path) -> int | None:
-    """The trained context length from a GGUF file's metadata (``<arch>.context_length``)."""
+def _kv_bytes(layers: int, kv_heads: int, key_length: int, value_length: int) -> int:
+    return layers * kv_heads * (key_length + value_length) * 2  # f16 keys and values
+
+
+def gguf_shape(path: Path) -> tuple[int | None, int | None]:
+    """Trained context length and KV-cache bytes per token, from a GGUF file's metadata."""
     stat = path.stat()
-    return _gguf_context_length(str(path), stat.st_mtime_ns, stat.st_size)
+    return _gguf_shape(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=256)
-def _gguf_context_length(path: str, _mtime_ns: int, _size: int) -> int | None:
+def _gguf_shape(path: str, _mtime_ns: int, _size: int) -> tuple[int | None, int | None]:
     try:
         with open(path, "rb") as handle:
-            return _read_gguf_context_length(handle)
+            facts = _read_gguf_facts(handle)
     except (OSError, ValueError, struct.error):
-        return None
+        return None, None
+    context = facts.get("context_length")
+    layers, heads = facts.get("block_count"), facts.get("attention.head_count")
+    kv_heads = facts.get("attention.head_count_kv") or heads
+    width = facts.get("embedding_length")
+    head_dim = width // heads if width and heads else None
+    key_length = facts.get("attention.key_length") or head_dim
+    value_length = facts.get("attention.value_length") or head_dim
+    if not (layers and kv_heads and key_length and value_length):
+        return context, None
+    return context, _kv_bytes(layers, kv_heads, key_length, value_length)
 
 
 # GGUF value types with a fixed size, by type id (see the GGUF spec in ggml's docs).
@@ -145,11 +168,17 @@ _GGUF_STRING, _GGUF_ARRAY = 8, 9
 _GGUF_MAX_STRING = 16 * 2**20  # chat templates run to tens of kB; more means a corrupt file
 
 
-def _read_gguf_context_length(handle: BinaryIO) -> int | None:
-    """Read key/value pairs until ``general.architecture`` and ``<arch>.context_length`` are seen.
+_GGUF_FACTS = (
+    "context_length", "block_count", "embedding_length", "attention.head_count",
+    "attention.head_count_kv", "attention.key_length", "attention.value_length",
+)
 
-    Reads only the header and seeks over arrays, so it takes milliseconds where
-    ``gguf.GGUFReader`` spends tens of seconds decoding a 262k-entry vocabulary.
+
+def _read_gguf_facts(handle: BinaryIO) -> dict[str, int]:
+    """The ``<arch>.*`` shape values of :data:`_GGUF_FACTS` a GGUF header holds.
+
+    Reads only the header, seeks over arrays and stops once every fact is seen, so it takes
+    milliseconds where ``gguf.GGUFReader`` spends tens of seconds decoding a 262k-entry vocabulary.
     """
     if handle.read(4) != b"GGUF":
         raise ValueError("not a GGUF file")
@@ -165,11 +194,13 @@ def _read_gguf_context_length(handle: BinaryIO) -> int | None:
         value = _gguf_value(handle, value_type)
         if key == "general.architecture":
             arch = str(value)
-        elif key.endswith(".context_length"):
+        elif isinstance(value, int) and not isinstance(value, bool):
             values[key] = value
-        if arch is not None and f"{arch}.context_length" in values:
-            return int(values[f"{arch}.context_length"])  # type: ignore[call-overload]
-    return None
+        if arch is not None and all(f"{arch}.{fact}" in values for fact in _GGUF_FACTS):
+            break
+    if arch is None:
+        return {}
+    return {fact: int(values[f"{arch}.{fact}"]) for fact in _GGUF_FACTS if f"{arch}.{fact}" in values}  # type: ignore[call-overload]
 
 
 def _gguf_string(handle: BinaryIO) -> str:

@@ -1,8 +1,8 @@
 """An in-process fake of the runtime interface, for tests of the layers above the runtime.
 
 It implements the whole of :class:`runtime.interface.ModelRuntime` with the real
-semantics (holders sharing workers, a bounded FIFO per worker, refusals before
-:class:`Queued`, context fitting) but no processes: replies are deterministic tokens at an
+semantics (holders sharing workers, ``parallel`` slots and a bounded FIFO line per
+worker from :mod:`runtime.slots`, refusals before :class:`Queued`, context fitting) but no processes: replies are deterministic tokens at an
 adjustable pace, and a test can kill a worker or fill its queue. Like httpx's
 ``MockTransport``, it is passed in where the real one would be (``create_app(runtime=...)``).
 """
@@ -21,7 +21,7 @@ from runtime import backends, fitting
 from runtime.builds import BuildState
 from runtime.discovery import ModelInfo
 from runtime.errors import Busy, InvalidModelName, ModelNotFound, ModelNotLoaded, WorkerDied
-from runtime.interface import Event, FittedPrompt, Queued, UnloadResult, WorkerInfo, WorkerKey
+from runtime.interface import Event, FittedPrompt, UnloadResult, WorkerInfo, WorkerKey
 from runtime.protocol import (
     ChatMessage,
     Device,
@@ -31,6 +31,7 @@ from runtime.protocol import (
     GenerationParams,
     TokenChunk,
 )
+from runtime.slots import Slots
 
 _pids = itertools.count(900_000)
 
@@ -44,25 +45,25 @@ def fake_model(name: str, backend: str = "llama.cpp", context_length: int = 2048
 class _FakeWorker:
     key: WorkerKey
     info: ModelInfo
+    slots: Slots
     pid: int = field(default_factory=lambda: next(_pids))
     holders: set[str] = field(default_factory=set)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    entered: int = 0
     last_used: float = field(default_factory=time.monotonic)
     dead: WorkerDied | None = None
     killed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def snapshot(self, idle_unload_s: float) -> WorkerInfo:
-        busy = self.lock.locked()
+        slots = self.slots
         return WorkerInfo(
             key=self.key, pid=self.pid, running_on="cpu", context_length=self.info.context_length or 2048,
-            load_time_s=0.01, has_chat_template=False, holders=tuple(sorted(self.holders)), busy=busy,
-            queued=max(0, self.entered - (1 if busy else 0)), idle_unload_s=idle_unload_s,
+            load_time_s=0.01, has_chat_template=False, holders=tuple(sorted(self.holders)), busy=slots.running > 0,
+            queued=slots.queued, running=slots.running, parallel=slots.parallel, idle_unload_s=idle_unload_s,
         )
 
 
 class FakeRuntime:
-    """Deterministic replies: ``reply_words`` words (``word0 word1 …``), one per ``token_delay_s``."""
+    """Deterministic replies: ``reply_words`` words (``word0 word1 …``), one per ``token_delay_s``;
+    a worker generates ``parallel`` at once unless its load asks otherwise."""
 
     def __init__(
         self,
@@ -72,12 +73,15 @@ class FakeRuntime:
         reply_words: int = 8,
         max_queue: int = 8,
         load_delay_s: float = 0.0,
+        parallel: int = 1,
     ) -> None:
         self._models = {m.name: m for m in models}
         self.token_delay_s = token_delay_s
         self.reply_words = reply_words
         self.max_queue = max_queue
         self.load_delay_s = load_delay_s
+        self.parallel = parallel
+        self.saturated = False  # when set, every worker's slots and line are full: requests get Busy
         self._workers: dict[WorkerKey, _FakeWorker] = {}
         self._held: dict[str, WorkerKey] = {}
         self._reasons: dict[str, str] = {}
@@ -92,6 +96,7 @@ class FakeRuntime:
         for key, worker in list(self._workers.items()):
             if key.model == model:
                 worker.dead = WorkerDied(f"the worker for {model} was killed by signal 9")
+                worker.slots.fail_all(worker.dead)
                 worker.killed.set()
                 del self._workers[key]
                 self._deaths += 1
@@ -110,7 +115,7 @@ class FakeRuntime:
 
     async def load(
         self, holder: str, model: str, device: Device = "auto", backend: str | None = None,
-        idle_unload_s: float | None = None,
+        idle_unload_s: float | None = None, parallel: int | None = None,
     ) -> WorkerInfo:
         if "/" in model or model in (".", ".."):
             raise InvalidModelName(f"invalid model name {model!r}: give the name of an entry of the models folder")
@@ -119,7 +124,10 @@ class FakeRuntime:
             raise ModelNotFound(f"no model named {model!r} in the models folder")
         key = WorkerKey(model, device, backend or info.backend)
         await asyncio.sleep(self.load_delay_s)
-        worker = self._workers.setdefault(key, _FakeWorker(key, info))
+        if key not in self._workers:
+            slots = Slots(model, parallel or self.parallel, self.max_queue)
+            self._workers[key] = _FakeWorker(key, info, slots)
+        worker = self._workers[key]
         worker.holders.add(holder)
         previous = self._held.get(holder)
         self._held[holder] = key
@@ -174,24 +182,22 @@ class FakeRuntime:
         return await fitting.fit(lambda m: self.count_tokens(holder, m), messages, context, max_new_tokens)
 
     async def generate(
-        self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams
+        self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams, session: str | None = None
     ) -> AsyncGenerator[Event, None]:
         worker = self._worker(holder)
-        queued = max(0, worker.entered - (1 if worker.lock.locked() else 0))
-        if queued >= self.max_queue:
-            raise Busy(f"{worker.key.model} already has {queued} requests waiting; try again shortly",
-                       retry_after_s=float(1 + queued))
-        worker.entered += 1
+        if self.saturated:
+            raise Busy(f"{worker.key.model} is answering and its line is full; try again shortly", retry_after_s=1.0)
+        worker.slots.max_queue = self.max_queue  # a test may change it between requests
+        place = worker.slots.enter(session)
         try:
-            yield Queued(worker.entered - 1)
-            async with worker.lock:
-                if worker.dead:
-                    raise worker.dead
-                self.generations += 1
-                async for event in self._reply(worker, messages, params):
-                    yield event
+            async for queued in place.wait():
+                yield queued
+            self.generations += 1
+            async for event in self._reply(worker, messages, params):
+                yield event
+            place.done()
         finally:
-            worker.entered -= 1
+            place.leave()
             worker.last_used = time.monotonic()
 
     async def _reply(

@@ -43,7 +43,9 @@ class WorkerInfo:
     has_chat_template: bool
     holders: tuple[str, ...]
     busy: bool
-    queued: int = 0  # requests waiting behind the running one
+    queued: int = 0  # requests waiting for a slot
+    running: int = 0  # replies being generated now
+    parallel: int = 1  # replies it generates at once (continuous batching)
     idle_s: float = 0.0  # seconds since it last served a request
     idle_unload_s: float = 0.0  # unloaded after this long unused (0 = never)
     cuda_visible_devices: str | None = None  # the worker's GPU pinning, if any
@@ -73,13 +75,24 @@ class FittedPrompt:
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """First event of every generation: the request was accepted into the worker's queue.
+    """Where a request stands before its first token; the first event of every generation.
 
-    ``ahead`` requests run or wait before it. Until this event arrives nothing was
-    accepted, so a caller may refuse its client without keeping anything.
+    The first ``Queued`` means the request was accepted: until it arrives nothing was, so a
+    caller may refuse its client without keeping anything. ``position`` 0 means it has a
+    slot and its prompt is being read (``batch`` replies now run together, itself included;
+    ``waited_s`` it spent in line); ``position`` n >= 1 means it is n-th in line for a slot,
+    with a rough ``estimate_s`` of the wait (None before any reply finished to learn from).
+    A waiting request gets a new ``Queued`` each time it moves up, then one with position 0.
     """
 
-    ahead: int
+    position: int
+    estimate_s: float | None = None
+    batch: int = 0
+    waited_s: float = 0.0
+
+    @property
+    def started(self) -> bool:
+        return self.position == 0
 
 
 Event = Queued | TokenChunk | Finished
@@ -103,10 +116,12 @@ class ModelRuntime(Protocol):
         device: Device = "auto",
         backend: str | None = None,
         idle_unload_s: float | None = None,
+        parallel: int | None = None,
     ) -> WorkerInfo:
         """Make ``holder`` hold a worker for ``model``, starting one if none runs.
 
-        ``idle_unload_s`` overrides the idle-unload setting for a new worker (0 = never).
+        ``idle_unload_s`` overrides the idle-unload setting for a new worker (0 = never),
+        ``parallel`` how many replies a new worker generates at once.
         """
         ...
 
@@ -141,12 +156,19 @@ class ModelRuntime(Protocol):
         ...
 
     def generate(
-        self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams
+        self,
+        holder: str,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        session: str | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Stream one :class:`Queued`, token chunks, then one ``Finished``.
+        """Stream :class:`Queued` events (the last with position 0), token chunks, then one ``Finished``.
 
-        Refusals (no model, a full queue) are raised before ``Queued``; failures after it
-        (the worker died) are raised where they happen. Closing the iterator aborts the request.
+        Refusals (no model, a full queue, the ``session`` already has a reply on this
+        worker) are raised before the first ``Queued``; failures after it (the worker died)
+        are raised where they happen. Closing the iterator aborts the request. ``session``
+        (a chat id) holds at most one place per worker, and its next turn reuses the
+        prompt prefix the worker still caches for it.
         """
         ...
 

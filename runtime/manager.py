@@ -33,6 +33,14 @@ from runtime.supervisor import WorkerProcess, rss_mb, shutdown
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """What a load asks of a worker it starts (a running worker keeps its own)."""
+
+    idle_unload_s: float
+    parallel: int | None  # None: the default for the device
+
+
 @dataclass(eq=False)
 class _Loaded:
     """A running worker: its process, its request channel, and who holds it."""
@@ -68,6 +76,8 @@ class _Loaded:
             holders=tuple(sorted(self.holders)),
             busy=channel.busy,
             queued=channel.queued,
+            running=channel.running,
+            parallel=channel.parallel,
             idle_s=time.monotonic() - channel.last_used if channel.idle else 0.0,
             idle_unload_s=self.idle_unload_s,
             cuda_visible_devices=self.ready.cuda_visible_devices,
@@ -141,11 +151,12 @@ class Runtime:
         device: Device = "auto",
         backend: str | None = None,
         idle_unload_s: float | None = None,
+        parallel: int | None = None,
     ) -> WorkerInfo:
         info, chosen = await asyncio.to_thread(self._choose_backend, model, device, backend)
         key = WorkerKey(info.name, device, chosen)
         idle = self.settings.idle_unload_s if idle_unload_s is None else idle_unload_s
-        running = await self._worker_for(key, info, idle)
+        running = await self._worker_for(key, info, _Start(idle, parallel or self.settings.parallel))
         running.holders.add(holder)
         running.channel.last_used = time.monotonic()
         previous = self._held.get(holder)
@@ -155,7 +166,7 @@ class Runtime:
             await self._release(holder, previous)
         return running.info()
 
-    async def _worker_for(self, key: WorkerKey, info: ModelInfo, idle_unload_s: float) -> _Loaded:
+    async def _worker_for(self, key: WorkerKey, info: ModelInfo, start_with: _Start) -> _Loaded:
         """The running worker for ``key``, or one started for it.
 
         A start belongs to the runtime, not to the caller: a caller that goes away (a client
@@ -170,7 +181,7 @@ class Runtime:
                 continue
             start = self._starts.get(key)
             if start is None:
-                start = self._starts[key] = asyncio.ensure_future(self._start(key, info, idle_unload_s))
+                start = self._starts[key] = asyncio.ensure_future(self._start(key, info, start_with))
 
                 def started(task: asyncio.Future[_Loaded]) -> None:
                     self._starts.pop(key, None)
@@ -179,24 +190,28 @@ class Runtime:
                 start.add_done_callback(started)
             return await asyncio.shield(start)
 
-    async def _start(self, key: WorkerKey, info: ModelInfo, idle_unload_s: float) -> _Loaded:
+    async def _start(self, key: WorkerKey, info: ModelInfo, start_with: _Start) -> _Loaded:
         settings = self.settings
         n_ctx = min(settings.n_ctx, info.context_length) if info.context_length else settings.n_ctx
-        spec = WorkerSpec(
-            str(info.path), key.backend, key.requested_device, n_ctx, settings.n_threads,
-            settings.cuda_visible_devices, settings.gpu_memory_fraction,
-        )
         async with self._admitting:
             running = lambda: [w for w in self._workers.values() if not w.closing]  # noqa: E731
-            await self._placement.admit(info, key.requested_device, running, self._evict)
-            loaded = self._new_worker(key, spec, idle_unload_s)
+            parallel = await self._placement.admit(
+                info, key.requested_device, n_ctx, start_with.parallel, running, self._evict
+            )
+            spec = WorkerSpec(
+                str(info.path), key.backend, key.requested_device, n_ctx, settings.n_threads,
+                settings.cuda_visible_devices, settings.gpu_memory_fraction, parallel,
+            )
+            loaded = self._new_worker(key, spec, start_with.idle_unload_s)
             loaded.ready = await loaded.process.start(settings.load_timeout_s)
+            loaded.channel.parallel = loaded.ready.parallel
             self._workers[key] = loaded  # from here on, a death is handled by _on_exit
         await asyncio.to_thread(self._pids.add, loaded.ready.pid)
         self._ensure_reaper()
         log.info(
-            "loaded %s on %s with %s in %.2f s (pid %s)",
+            "loaded %s on %s with %s in %.2f s (pid %s), %d replies at once",
             key.model, loaded.ready.device, key.backend, loaded.ready.load_time_s, loaded.ready.pid,
+            loaded.ready.parallel,
         )
         return loaded
 
@@ -343,10 +358,10 @@ class Runtime:
         return await fitting.fit(loaded.channel.count_tokens, messages, loaded.ready.context_length, max_new_tokens)
 
     async def generate(
-        self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams
+        self, holder: str, messages: Sequence[ChatMessage], params: GenerationParams, session: str | None = None
     ) -> AsyncGenerator[Event, None]:
         loaded = self._handle(holder)
-        async with contextlib.aclosing(loaded.channel.generate(messages, params)) as events:
+        async with contextlib.aclosing(loaded.channel.generate(messages, params, session)) as events:
             async for event in events:
                 yield event
 

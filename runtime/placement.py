@@ -1,5 +1,6 @@
-"""Placement policy: whether a new worker fits (memory, the worker cap), which idle workers
-make room for it (least recently used first), and when an unused worker is unloaded.
+"""Placement policy: whether a new worker fits (memory for its weights and the KV cache of
+each parallel sequence, the worker cap), which idle workers make room for it (least
+recently used first), and when an unused worker is unloaded.
 
 It decides; :mod:`runtime.manager` acts. Memory questions (psutil, NVML) block, so they
 run in a thread, never on the event loop.
@@ -8,6 +9,7 @@ run in a thread, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
@@ -19,6 +21,8 @@ from runtime.discovery import ModelInfo
 from runtime.errors import InsufficientMemory, TooManyModels
 from runtime.protocol import Device
 from runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
 
 
 class Placed(Protocol):
@@ -38,8 +42,18 @@ P = TypeVar("P", bound=Placed)
 
 
 def need_mb(info: ModelInfo) -> float:
-    """Estimated memory of a worker for ``info``: weights plus working memory."""
+    """Estimated memory of a worker for ``info`` before its KV cache: weights plus working memory."""
     return info.size_bytes / 2**20 * 1.2 + 300
+
+
+def sequence_mb(info: ModelInfo, n_ctx: int) -> float:
+    """KV cache of one sequence with a full context (the whole worker when the shape is unknown: 0)."""
+    return (info.kv_bytes_per_token or 0) * n_ctx / 2**20
+
+
+def default_parallel(on_gpu: bool) -> int:
+    """Replies one worker generates at once unless a setting or the load says otherwise."""
+    return 16 if on_gpu else 8
 
 
 def duration(seconds: float) -> str:
@@ -68,35 +82,52 @@ class Placement:
         self,
         info: ModelInfo,
         device: Device,
+        n_ctx: int,
+        parallel: int | None,
         running: Callable[[], Sequence[P]],
         evict: Callable[[P, str], Awaitable[None]],
-    ) -> None:
-        """Make room for a new worker for ``info``, or refuse with the numbers.
+    ) -> int:
+        """Make room for a new worker for ``info`` serving ``parallel`` sequences of ``n_ctx``
+        tokens (None: the device's default); return how many sequences it gets, or refuse
+        with the numbers.
 
-        ``running`` lists the workers now; ``evict`` unloads one and returns once its
-        process is gone, so the memory it held is free when this checks again.
+        The KV cache of every sequence is part of the estimate. Idle workers are evicted
+        (least recently used first) until all the sequences fit; if some still do not, the
+        worker gets as many as fit, at least one. ``running`` lists the workers now;
+        ``evict`` unloads one and returns once its process is gone, so the memory it held
+        is free when this checks again.
         """
         settings = self._settings
-        need = need_mb(info)
+        on_gpu = device != "cpu" and await asyncio.to_thread(gpu.device_count) > 0
+        wanted = parallel or default_parallel(on_gpu)
+        base, per_sequence = need_mb(info), sequence_mb(info, n_ctx)
         while True:
             workers = running()
-            free = await asyncio.to_thread(self._free_mb, device)
-            fits = free - settings.memory_headroom_mb >= need
+            free = await asyncio.to_thread(self._free_mb, device) - settings.memory_headroom_mb
+            fitting = wanted if per_sequence <= 0 else min(wanted, int((free - base) // per_sequence))
             room = len(workers) < settings.max_workers
-            if fits and room:
-                return
+            if fitting == wanted and room:
+                return wanted
             idle = sorted((w for w in workers if w.idle), key=lambda w: w.last_used)
-            if not idle or not settings.evict_idle:
-                if not room:
-                    raise TooManyModels(
-                        f"{len(workers)} models are loaded, the most allowed (LLMCHAT_MAX_WORKERS), "
-                        "and none is idle; unload one first"
-                    )
-                raise InsufficientMemory(
-                    f"{info.name} needs about {need:,.0f} MB; {free:,.0f} MB is free and "
-                    f"{settings.memory_headroom_mb} MB is kept in reserve"
+            if idle and settings.evict_idle:
+                await evict(idle[0], f"unloaded to make room for {info.name}")
+                continue
+            if not room:
+                raise TooManyModels(
+                    f"{len(workers)} models are loaded, the most allowed (LLMCHAT_MAX_WORKERS), "
+                    "and none is idle; unload one first"
                 )
-            await evict(idle[0], f"unloaded to make room for {info.name}")
+            if fitting >= 1:
+                log.warning(
+                    "%s: memory for %d of %d parallel sequences of %d tokens (%.0f MB each); serving %d",
+                    info.name, fitting, wanted, n_ctx, per_sequence, fitting,
+                )
+                return fitting
+            raise InsufficientMemory(
+                f"{info.name} needs about {base + per_sequence:,.0f} MB ({base:,.0f} MB for the model, "
+                f"{per_sequence:,.0f} MB for one {n_ctx}-token context); {free + settings.memory_headroom_mb:,.0f} MB "
+                f"is free and {settings.memory_headroom_mb} MB is kept in reserve"
+            )
 
     def _free_mb(self, device: Device) -> float:
         if device == "gpu" and gpu.device_count() > 0:

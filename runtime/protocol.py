@@ -37,6 +37,7 @@ class GenerationParams:
     temperature: float = 0.7
     top_p: float = 0.95
     stop: tuple[str, ...] = ()
+    seed: int | None = None  # for sampling; None = a fresh random seed per reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ class GenerationMetrics:
     completion_tokens: int
     time_to_first_token_s: float
     total_time_s: float
+    cached_tokens: int = 0  # prompt tokens whose KV cache was reused instead of computed
 
     @property
     def tokens_per_s(self) -> float:
@@ -64,6 +66,7 @@ class WorkerSpec:
     n_threads: int
     cuda_visible_devices: str | None = None  # set in the worker before any CUDA library loads
     gpu_memory_fraction: float | None = None
+    parallel: int = 1  # sequences generated together (continuous batching); backends may serve fewer
 
 
 # Parent -> worker
@@ -74,6 +77,7 @@ class Generate:
     request_id: str
     messages: tuple[ChatMessage, ...]
     params: GenerationParams
+    session: str | None = None  # a chat id: its next turn prefers the slot that holds its prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,7 @@ class Ready:
     load_time_s: float
     has_chat_template: bool
     cuda_visible_devices: str | None = None
+    parallel: int = 1  # sequences the worker generates at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,18 @@ class RuntimeSettings(BaseSettings):
         1800.0, ge=0, description="Unload a worker nobody used for this long (0 = never); a load may override it."
     )
     max_workers: int = Field(4, ge=1, description="Most models loaded at once.")
-    max_queue: int = Field(8, ge=1, description="Requests waiting per worker beyond the running one; more get 429.")
+    parallel: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description=(
+            "Replies one worker generates at once (continuous batching); default 8 on CPU, 16 on a GPU. "
+            "Each holds a full context in the KV cache; a load may override it."
+        ),
+    )
+    max_queue: int = Field(
+        16, ge=1, description="Requests waiting per worker for a free slot; more get 429."
+    )
     evict_idle: bool = Field(
         True, description="Unload the least recently used idle workers when a new load needs room."
     )

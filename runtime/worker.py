@@ -2,8 +2,9 @@
 
 Started by :mod:`runtime.manager` from a ``spawn`` context, so the child starts from a
 clean interpreter and only it imports the ML library. It announces :class:`Ready` (or a
-:class:`Failed` load) and then handles one request at a time, checking the pipe between
-tokens so an :class:`Abort` stops a generation mid-stream.
+:class:`Failed` load), then steps its backend while any reply runs (the backend batches
+them) and reads the pipe between steps, so a new request joins at the next step and an
+:class:`Abort` ends one reply mid-stream.
 """
 
 from __future__ import annotations
@@ -13,23 +14,19 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from multiprocessing.connection import Connection
 
 from runtime import backends
-from runtime.backends.base import Backend, Usage
+from runtime.backends.base import Backend
 from runtime.errors import to_wire
 from runtime.protocol import (
     LOAD_REQUEST_ID,
     Abort,
     CountTokens,
     Failed,
-    Finished,
     Generate,
-    GenerationMetrics,
     Ready,
     Shutdown,
-    TokenChunk,
     TokenCount,
     ToWorker,
     WorkerSpec,
@@ -75,6 +72,7 @@ def main(spec: WorkerSpec, conn: Connection, parent_pid: int) -> None:
             load_time_s=time.perf_counter() - started,
             has_chat_template=loaded.has_chat_template,
             cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            parallel=loaded.parallel,
         )
     )
     try:
@@ -86,24 +84,40 @@ def main(spec: WorkerSpec, conn: Connection, parent_pid: int) -> None:
 
 
 class _Server:
-    """Runs requests one after another; messages that arrive mid-generation are queued."""
+    """Steps the backend while it has work, reading the pipe between steps.
+
+    A request that arrives mid-generation joins at the next step; an abort ends its own
+    request only; a token count is answered between two steps, never behind a reply.
+    """
 
     def __init__(self, backend: Backend, conn: Connection) -> None:
         self._backend = backend
         self._conn = conn
-        self._backlog: deque[ToWorker] = deque()
-        self._stopping = False
 
     def serve(self) -> None:
-        while not self._stopping:
-            message = self._backlog.popleft() if self._backlog else self._conn.recv()
-            if isinstance(message, Shutdown):
-                return
-            if isinstance(message, Generate):
-                self._generate(message)
-            elif isinstance(message, CountTokens):
-                self._count(message)
-            # An Abort for a request that already ended needs no answer.
+        while True:
+            # Wait for a message when idle; otherwise take only what has already arrived.
+            while not self._backend.has_work or self._conn.poll():
+                if not self._handle(self._conn.recv()):
+                    return
+            for output in self._backend.step():
+                self._conn.send(output)
+
+    def _handle(self, message: ToWorker) -> bool:
+        """Act on one message; False once told to shut down."""
+        if isinstance(message, Shutdown):
+            return False
+        if isinstance(message, Generate):
+            try:
+                self._backend.submit(message)
+            except Exception as exc:  # noqa: BLE001 - reported to the parent; the worker lives on
+                self._conn.send(Failed(message.request_id, *to_wire(exc)))
+        elif isinstance(message, Abort):
+            if (ended := self._backend.cancel(message.request_id)) is not None:
+                self._conn.send(ended)
+        elif isinstance(message, CountTokens):
+            self._count(message)
+        return True
 
     def _count(self, request: CountTokens) -> None:
         try:
@@ -112,45 +126,3 @@ class _Server:
             self._conn.send(Failed(request.request_id, *to_wire(exc)))
             return
         self._conn.send(TokenCount(request.request_id, count))
-
-    def _generate(self, request: Generate) -> None:
-        usage = Usage()
-        started = time.perf_counter()
-        first_token_at: float | None = None
-        aborted = False
-        tokens = self._backend.stream(request.messages, request.params, usage)
-        try:
-            for text in tokens:
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                if text:
-                    self._conn.send(TokenChunk(request.request_id, text))
-                if self._abort_requested(request.request_id):
-                    aborted = True
-                    break
-        except Exception as exc:  # noqa: BLE001 - reported to the parent; the worker lives on
-            self._conn.send(Failed(request.request_id, *to_wire(exc)))
-            return
-        finally:
-            tokens.close()  # type: ignore[attr-defined]
-        finished = time.perf_counter()
-        metrics = GenerationMetrics(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            time_to_first_token_s=(first_token_at or finished) - started,
-            total_time_s=finished - started,
-        )
-        reason = "aborted" if aborted else usage.finish_reason
-        self._conn.send(Finished(request.request_id, metrics, reason))
-
-    def _abort_requested(self, request_id: str) -> bool:
-        while self._conn.poll():
-            message = self._conn.recv()
-            if isinstance(message, Abort) and message.request_id == request_id:
-                return True
-            if isinstance(message, Shutdown):
-                self._stopping = True
-                return True
-            if not isinstance(message, Abort):
-                self._backlog.append(message)
-        return False

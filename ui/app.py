@@ -237,7 +237,11 @@ class Dashboard:
         loop = asyncio.get_running_loop()
         try:
             async for event, data in self.api.stream_chat(chat_id, contents):
-                if event == "token":
+                if event == "queued":  # every slot of the model is busy: say where this one stands
+                    ahead = data["ahead"]
+                    waiting = "next in line" if ahead == 0 else f"{ahead} ahead of you"
+                    yield {"object": f"Waiting for the model ({waiting})…" if data["position"] else "…"}
+                elif event == "token":
                     text += data["text"]
                     if loop.time() - drawn_at >= REDRAW_EVERY_S:
                         drawn_at = loop.time()

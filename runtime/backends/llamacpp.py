@@ -1,14 +1,29 @@
-"""llama.cpp backend (llama-cpp-python) for GGUF files; on a GPU every layer is offloaded.
+"""llama.cpp backend (llama-cpp-python's low-level API) for GGUF files: continuous batching.
 
-Generation drives ``Llama.generate`` token by token, so token counts are exact, stop
-sequences are cut by the shared :class:`~runtime.prompt.StopFilter`, and the KV cache is
-reused for the prompt prefix a chat shares with its previous turn.
+One context holds ``parallel`` sequences, each with its own slot of the KV cache (the
+per-sequence context). Every step is one ``llama_decode`` of a batch whose tokens carry
+their sequence ids: the next token of every running reply, plus a chunk of a new reply's
+prompt. Chunks are sized so one step takes about :data:`STEP_TARGET_S`, which keeps the
+running streams flowing while a long prompt is read. Each reply samples with its own
+llama.cpp sampler chain (greedy at temperature 0, else top-k, top-p, min-p, temperature
+and a seeded distribution, as ``Llama.generate`` does), stops at EOS, a stop sequence or
+its token limit, and is cut at a stop sequence by the shared :class:`~runtime.prompt.StopFilter`.
+A reply starts in a free slot: the one its chat used last, else one whose cached tokens
+share most of its prompt; only the part of the prompt the slot does not hold is decoded.
+On a CPU, only kernels that compute a row the same way whatever else is in the batch are
+used, so batching never changes a greedy reply. On a GPU every layer is offloaded (CUDA's
+kernels for one row and for many differ, so there a greedy reply may vary with its batch).
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator, Sequence
+import ctypes
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +32,67 @@ from jinja2 import TemplateError
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from runtime import gpu
-from runtime.backends.base import Backend, Loaded, Usage, resolve_device
+from runtime.backends.base import Backend, Loaded, Output, Track, resolve_device
 from runtime.errors import ContextOverflow, GenerationFailed, ModelLoadFailed
 from runtime.prompt import Prompt, StopFilter, merge_system_into_user, plain_transcript
-from runtime.protocol import ChatMessage, GenerationParams, WorkerSpec
+from runtime.protocol import ChatMessage, Generate, GenerationParams, WorkerSpec
+
+N_BATCH = 512  # most tokens in one llama_decode
+STEP_TARGET_S = 0.12  # a step that reads a prompt chunk while others stream takes about this long
+_ALL_LAYERS = 0x7FFFFFFF
+# As Llama.generate samples (its defaults), so a reply reads the same as before batching.
+_TOP_K, _MIN_P = 40, 0.05
+_REUSE_SHARE = 0.5  # a slot of another chat is reused for its cached prefix if it covers this much
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One sequence of the KV cache and the tokens it holds (positions 0..n-1)."""
+
+    seq_id: int
+    cached: list[int] = field(default_factory=list)
+    session: str | None = None  # the chat whose reply it served last
+    used_at: float = 0.0
+    busy: bool = False
+
+
+@dataclass(eq=False)
+class _Reply:
+    """A request from submission to its end."""
+
+    request: Generate
+    tokens: list[int]  # the prompt
+    stops: tuple[str, ...]
+    max_new: int
+    track: Track
+    slot: _Slot | None = None
+    pending: list[int] = field(default_factory=list)  # prompt tokens still to decode
+    next_token: int | None = None  # sampled, decoded at the next step
+    sampler: Any = None
+    stop_filter: StopFilter | None = None
+    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
 
 class LlamaCppBackend(Backend):
-    """Serves one GGUF file."""
+    """Serves one GGUF file to up to ``parallel`` replies at once."""
 
     def __init__(self) -> None:
-        self._llm: llama_cpp.Llama | None = None
+        self._model: Any = None
+        self._vocab: Any = None
+        self._ctx: Any = None
+        self._memory: Any = None
+        self._batch: Any = None
         self._formatter: Jinja2ChatFormatter | None = None
+        self._n_ctx_seq = 0
+        self._n_swa = 0
+        self._slots: list[_Slot] = []
+        self._waiting: deque[_Reply] = deque()
+        self._running: dict[str, _Reply] = {}  # in the order they started
+        self._prefill_budget = N_BATCH
+        self._prefilled = 0  # prompt tokens in the last batch
+        self._streaming = False  # whether the last batch also carried running replies' tokens
+
+    # Loading
 
     def load(self, spec: WorkerSpec) -> Loaded:
         if not llama_cpp.llama_supports_gpu_offload():
@@ -36,26 +100,67 @@ class LlamaCppBackend(Backend):
         else:
             usable, hint = gpu.device_count() > 0, "no NVIDIA GPU is visible to the worker"
         device = resolve_device(spec.device, usable, hint)
-        try:
-            self._llm = llama_cpp.Llama(
-                model_path=spec.model_path,
-                n_ctx=spec.n_ctx,
-                n_threads=spec.n_threads,
-                n_gpu_layers=-1 if device == "cuda" else 0,
-                verbose=False,
+        name = Path(spec.model_path).name
+        parallel = max(1, min(spec.parallel, llama_cpp.llama_max_parallel_sequences(), N_BATCH))
+        # ggml's tiled CPU matrix multiply takes over for larger batches and sums in another
+        # order, so a reply's greedy text would depend on what else is in its batch. With it off,
+        # no extra buffer types and llama.cpp built without llamafile's sgemm (deploy/local.sh),
+        # every row is computed by the same kernels whatever the batch holds (tested).
+        os.environ["GGML_CPU_TILED_MM"] = "0"
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = _ALL_LAYERS if device == "cuda" else 0
+        # No "extra buffer types" (AMX, repacked weights): their kernels differ between one row
+        # and many (gemv vs gemm), so batching would change a reply; and ggml's AMX matmul in the
+        # llama.cpp that llama-cpp-python 0.3.36 vendors crashes with SIGSEGV (seen on a Xeon here).
+        model_params.use_extra_bufts = False
+        self._model = llama_cpp.llama_model_load_from_file(spec.model_path.encode("utf-8"), model_params)
+        if not self._model:
+            raise ModelLoadFailed(f"llama.cpp could not load {name}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = spec.n_ctx * parallel  # every sequence gets the full per-sequence context
+        params.n_seq_max = parallel
+        params.n_batch = params.n_ubatch = N_BATCH
+        params.n_threads = params.n_threads_batch = spec.n_threads
+        params.kv_unified = False  # one KV stream per sequence: faster for distinct prompts
+        params.swa_full = False  # sliding-window layers keep only their window, as llama-server does
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            raise ModelLoadFailed(
+                f"llama.cpp could not create a context of {parallel} x {spec.n_ctx} tokens for {name} "
+                "(out of memory? lower LLMCHAT_PARALLEL or LLMCHAT_N_CTX)"
             )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadFailed(f"llama.cpp could not load {Path(spec.model_path).name}: {exc}") from exc
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        if template:
-            model = self._llm._model  # noqa: SLF001 - token texts are only exposed here
-            eos, bos = self._llm.token_eos(), self._llm.token_bos()
-            self._formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=model.token_get_text(eos) if eos != -1 else "",
-                bos_token=model.token_get_text(bos) if bos != -1 else "",
-            )
-        return Loaded(device, self._llm.n_ctx(), self._formatter is not None)
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+        self._n_ctx_seq = llama_cpp.llama_n_ctx_seq(self._ctx)
+        self._n_swa = llama_cpp.llama_model_n_swa(self._model)
+        self._slots = [_Slot(seq_id) for seq_id in range(parallel)]
+        self._formatter = self._chat_formatter()
+        return Loaded(device, self._n_ctx_seq, self._formatter is not None, parallel)
+
+    def _chat_formatter(self) -> Jinja2ChatFormatter | None:
+        template = self._metadata("tokenizer.chat_template")
+        if not template:
+            return None
+        eos, bos = llama_cpp.llama_vocab_eos(self._vocab), llama_cpp.llama_vocab_bos(self._vocab)
+        text = lambda token: llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8")  # noqa: E731
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=text(eos) if eos != -1 else "",
+            bos_token=text(bos) if bos != -1 else "",
+        )
+
+    def _metadata(self, key: str) -> str | None:
+        size = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), None, 0)
+        if size < 0:
+            return None
+        buffer = ctypes.create_string_buffer(size + 1)
+        llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buffer, size + 1)
+        return buffer.value.decode("utf-8")
+
+    # Prompts
 
     def render(self, messages: Sequence[ChatMessage]) -> Prompt:
         if self._formatter is None:
@@ -70,50 +175,259 @@ class LlamaCppBackend(Backend):
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self._tokenize(self.render(messages)))
 
-    def stream(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, usage: Usage
-    ) -> Iterator[str]:
-        llm = self._require()
-        prompt = self.render(messages)
-        tokens = self._tokenize(prompt)
-        usage.prompt_tokens = len(tokens)
-        room = llm.n_ctx() - len(tokens)
-        if room <= 0:
-            raise ContextOverflow(f"prompt of {len(tokens)} tokens fills the {llm.n_ctx()}-token context")
-        max_new = min(params.max_new_tokens, room)
-        stops = StopFilter((*prompt.stops, *params.stop))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        vocab = llm._model.vocab  # noqa: SLF001 - needed to recognise end-of-generation tokens
-        usage.finish_reason = "length"
-        for token in llm.generate(tokens, temp=params.temperature, top_p=params.top_p, reset=True):
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                usage.finish_reason = "stop"
-                break
-            usage.completion_tokens += 1
-            text, hit = stops.feed(decoder.decode(llm.detokenize([token])))
-            yield text
-            if hit:
-                usage.finish_reason = "stop"
-                return
-            if usage.completion_tokens >= max_new:
-                break
-        if tail := stops.feed(decoder.decode(b"", final=True))[0] + stops.flush():
-            yield tail
-
-    def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
-
     def _format(self, messages: Sequence[ChatMessage]) -> Any:
         assert self._formatter is not None
         turns = [{"role": m.role, "content": m.content} for m in messages]
         return self._formatter(messages=turns)
 
     def _tokenize(self, prompt: Prompt) -> list[int]:
-        return self._require().tokenize(prompt.text.encode("utf-8"), add_bos=not prompt.templated, special=True)
+        self._require()
+        text = prompt.text.encode("utf-8")
+        add_bos = not prompt.templated
+        size = len(text) + 2
+        while True:
+            buffer = (llama_cpp.llama_token * size)()
+            n = llama_cpp.llama_tokenize(self._vocab, text, len(text), buffer, size, add_bos, True)
+            if n >= 0:
+                return list(buffer[:n])
+            size = -n
 
-    def _require(self) -> llama_cpp.Llama:
-        if self._llm is None:
+    def _piece(self, token: int) -> bytes:
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
+            if n >= 0:
+                return buffer.raw[:n]
+            size = -n
+
+    # Requests
+
+    def submit(self, request: Generate) -> None:
+        self._require()
+        prompt = self.render(request.messages)
+        tokens = self._tokenize(prompt)
+        room = self._n_ctx_seq - len(tokens)
+        if room <= 0:
+            raise ContextOverflow(f"prompt of {len(tokens)} tokens fills the {self._n_ctx_seq}-token context")
+        max_new = min(request.params.max_new_tokens, room)
+        stops = (*prompt.stops, *request.params.stop)
+        self._waiting.append(_Reply(request, tokens, stops, max_new, Track(request.request_id)))
+
+    def cancel(self, request_id: str) -> Output | None:
+        for reply in self._waiting:
+            if reply.request.request_id == request_id:
+                self._waiting.remove(reply)
+                return None
+        reply = self._running.get(request_id)
+        if reply is None:
+            return None
+        self._end(reply)
+        return reply.track.finished("aborted")
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._running or self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # Steps
+
+    def step(self) -> list[Output]:
+        self._start_waiting()
+        if not self._running:
+            return []
+        outputs: list[Output] = []
+        sampled = self._fill_batch()
+        started = time.perf_counter()
+        result = llama_cpp.llama_decode(self._ctx, self._batch)
+        if result != 0:
+            return self._decode_failed(result)
+        for index, reply in sampled:
+            outputs.extend(self._sample(reply, index))
+        self._adapt_prefill(time.perf_counter() - started)
+        return outputs
+
+    def _start_waiting(self) -> None:
+        while self._waiting and any(not s.busy for s in self._slots):
+            reply = self._waiting.popleft()
+            slot = self._choose_slot(reply)
+            keep = self._reusable(slot, reply.tokens)
+            if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                keep = 0
+            del slot.cached[keep:]
+            slot.busy, slot.session = True, reply.request.session
+            reply.slot = slot
+            reply.pending = reply.tokens[keep:]
+            reply.sampler = _sampler(reply.request.params)
+            reply.stop_filter = StopFilter(reply.stops)
+            reply.track.usage.prompt_tokens = len(reply.tokens)
+            reply.track.usage.cached_tokens = keep
+            reply.track.usage.finish_reason = "length"
+            self._running[reply.request.request_id] = reply
+
+    def _choose_slot(self, reply: _Reply) -> _Slot:
+        """The chat's own slot if free; else the free slot holding most of the prompt, if that is
+        most of it; else the free slot unused longest (so recent chats keep their prefixes)."""
+        free = [s for s in self._slots if not s.busy]
+        session = reply.request.session
+        for slot in free:
+            if session is not None and slot.session == session:
+                return slot
+        best = max(free, key=lambda s: _common_prefix(s.cached, reply.tokens))
+        if _common_prefix(best.cached, reply.tokens) >= _REUSE_SHARE * len(reply.tokens):
+            return best
+        return min(free, key=lambda s: s.used_at)
+
+    def _reusable(self, slot: _Slot, tokens: list[int]) -> int:
+        """How many leading prompt tokens the slot's cache can keep (at least one is decoded)."""
+        keep = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)
+        if keep > 0 and self._n_swa > 0:
+            # Sliding-window layers keep only recent positions: the window before ``keep`` must be there.
+            if llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id) > max(0, keep - self._n_swa):
+                return 0
+        return keep
+
+    def _fill_batch(self) -> list[tuple[int, _Reply]]:
+        """Put every running reply's next token, then prompt chunks, in the batch; return
+        (batch index, reply) for each reply that samples after this step."""
+        batch = self._batch
+        n = 0
+        sampled: list[tuple[int, _Reply]] = []
+
+        def add(token: int, reply: _Reply, logits: bool) -> None:
+            nonlocal n
+            slot = reply.slot
+            assert slot is not None
+            batch.token[n] = token
+            batch.pos[n] = len(slot.cached)
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = slot.seq_id
+            batch.logits[n] = logits
+            slot.cached.append(token)
+            if logits:
+                sampled.append((n, reply))
+            n += 1
+
+        decoding = [r for r in self._running.values() if r.next_token is not None]
+        for reply in decoding:
+            assert reply.next_token is not None
+            add(reply.next_token, reply, True)
+            reply.next_token = None
+        budget = N_BATCH - n
+        if decoding:
+            budget = min(budget, self._prefill_budget)
+        self._prefilled = 0
+        for reply in self._running.values():
+            if not reply.pending or budget <= 0:
+                continue
+            chunk, reply.pending = reply.pending[:budget], reply.pending[budget:]
+            for i, token in enumerate(chunk):
+                add(token, reply, logits=not reply.pending and i == len(chunk) - 1)
+            budget -= len(chunk)
+            self._prefilled += len(chunk)
+        batch.n_tokens = n
+        self._streaming = bool(decoding)
+        return sampled
+
+    def _adapt_prefill(self, elapsed_s: float) -> None:
+        """Size the next prompt chunk so a step that mixes it with streaming tokens takes
+        about STEP_TARGET_S (on a GPU that is the whole batch; on a small CPU, a few dozen)."""
+        if self._prefilled and self._streaming and elapsed_s > 0:
+            scaled = int(self._prefilled * STEP_TARGET_S / elapsed_s)
+            self._prefill_budget = max(16, min(N_BATCH, scaled))
+
+    def _sample(self, reply: _Reply, index: int) -> list[Output]:
+        track, stops = reply.track, reply.stop_filter
+        assert stops is not None
+        token = llama_cpp.llama_sampler_sample(reply.sampler, self._ctx, index)
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            track.usage.finish_reason = "stop"
+            return self._finish(reply)
+        track.usage.completion_tokens += 1
+        text, hit = stops.feed(reply.decoder.decode(self._piece(token)))
+        chunk = track.chunk(text)
+        outputs: list[Output] = [chunk] if chunk else []
+        if hit:
+            track.usage.finish_reason = "stop"
+            self._end(reply)
+            return [*outputs, track.finished()]
+        if track.usage.completion_tokens >= reply.max_new:
+            return [*outputs, *self._finish(reply)]
+        reply.next_token = token
+        return outputs
+
+    def _finish(self, reply: _Reply) -> list[Output]:
+        """End a reply that ran out (EOS or its limit): what the decoder and filter held back, then Finished."""
+        stops = reply.stop_filter
+        assert stops is not None
+        tail = stops.feed(reply.decoder.decode(b"", final=True))[0] + stops.flush()
+        self._end(reply)
+        chunk = reply.track.chunk(tail) if tail else None
+        return [*([chunk] if chunk else []), reply.track.finished()]
+
+    def _end(self, reply: _Reply) -> None:
+        self._running.pop(reply.request.request_id, None)
+        if reply.sampler is not None:
+            llama_cpp.llama_sampler_free(reply.sampler)
+            reply.sampler = None
+        if reply.slot is not None:  # what its cache holds (a prefix, if it ended mid-prompt) stays valid
+            reply.slot.busy, reply.slot.used_at = False, time.monotonic()
+
+    def _decode_failed(self, result: int) -> list[Output]:
+        """A failed ``llama_decode`` fails the replies in the batch; their slots are emptied."""
+        what = "no room in the KV cache" if result == 1 else f"llama_decode returned {result}"
+        outputs: list[Output] = []
+        for reply in list(self._running.values()):
+            error = GenerationFailed(f"llama.cpp could not continue the reply: {what}")
+            self._end(reply)
+            if reply.slot is not None:
+                llama_cpp.llama_memory_seq_rm(self._memory, reply.slot.seq_id, -1, -1)
+                reply.slot.cached.clear()
+            outputs.append(reply.track.failed(error))
+        return outputs
+
+    def close(self) -> None:
+        for reply in list(self._running.values()):
+            self._end(reply)
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+    def _require(self) -> None:
+        if self._ctx is None:
             raise GenerationFailed("the model is not loaded")
-        return self._llm
+
+
+def _sampler(params: GenerationParams) -> Any:
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if params.temperature <= 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+    for sampler in (
+        llama_cpp.llama_sampler_init_top_k(_TOP_K),
+        llama_cpp.llama_sampler_init_top_p(params.top_p, 1),
+        llama_cpp.llama_sampler_init_min_p(_MIN_P, 1),
+        llama_cpp.llama_sampler_init_temp(params.temperature),
+        llama_cpp.llama_sampler_init_dist(seed),
+    ):
+        llama_cpp.llama_sampler_chain_add(chain, sampler)
+    return chain
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -19,7 +19,10 @@ from quart.typing import TestClientProtocol as QuartClient
 from api.app import create_app
 from api.settings import ApiSettings
 from runtime.builds import BuildState
+from runtime.errors import Busy
 from runtime.fake import FakeRuntime, fake_model
+from runtime.interface import WorkerInfo
+from runtime.protocol import ChatMessage, GenerationParams
 from tests.api.conftest import sse_events
 
 MODEL = "fake.gguf"
@@ -27,7 +30,7 @@ MODEL = "fake.gguf"
 
 @pytest.fixture(scope="module")
 def fake() -> FakeRuntime:
-    return FakeRuntime([fake_model(MODEL)], token_delay_s=0.02, reply_words=20)
+    return FakeRuntime([fake_model(MODEL), fake_model("two-slots.gguf")], token_delay_s=0.02, reply_words=20)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def client(app: QuartTestApp) -> QuartClient:
 
 @pytest.fixture(autouse=True)
 def pace(fake: FakeRuntime) -> None:
-    fake.token_delay_s, fake.reply_words, fake.max_queue = 0.02, 20, 8
+    fake.token_delay_s, fake.reply_words, fake.max_queue, fake.saturated = 0.02, 20, 8, False
 
 
 def _rows(settings: ApiSettings, chat_id: str) -> list[tuple[str, str]]:
@@ -71,7 +74,7 @@ async def test_twenty_concurrent_turns_on_one_chat_give_one_reply(
 
     async def stop_the_running_reply() -> dict[str, Any]:
         for _ in range(200):
-            if fake.workers()[0].busy:  # a reply is being generated
+            if fake.generations > before:  # a reply is being generated (its row is stored)
                 answer = await (await client.post("/chats/burst/stop")).get_json()
                 assert answer["stopped"]
                 return dict(answer)
@@ -110,11 +113,11 @@ async def test_a_refused_request_stores_nothing(client: QuartClient, fake: FakeR
     response = await client.post("/chat", json={"chat_id": "refusals", "message": ""})
     assert response.status_code == 422
     # The model's queue is full: 429.
-    fake.max_queue = 0
+    fake.saturated = True
     response = await client.post("/chat", json={"chat_id": "refusals", "message": "anyone?"})
     assert response.status_code == 429 and (await response.get_json())["error"] == "Busy"
     assert _rows(settings, "refusals") == []
-    fake.max_queue = 8
+    fake.saturated = False
     ok = await client.post("/chat", json={"chat_id": "refusals", "message": "now?"})
     assert ok.status_code == 200
     assert _rows(settings, "refusals") == [("user", "complete"), ("assistant", "complete")]
@@ -133,38 +136,47 @@ async def test_a_dead_worker_refuses_with_409_and_says_why(
     assert status["loaded"] is False and "killed" in status["reason"]
 
 
-async def test_a_worker_dying_while_a_request_waits_keeps_the_503_and_stores_the_error(
+async def test_a_worker_dying_while_requests_wait_fails_each_and_stores_the_error(
     client: QuartClient, fake: FakeRuntime, settings: ApiSettings
 ) -> None:
+    """A waiting non-streaming turn and a waiting /v1 request keep the 503; a waiting streamed
+    turn has already said where it stands (``queued``), so its stream ends with the 503 error."""
     fake.reply_words = 200
-    await _load(client, "first")
-    await _load(client, "second")
+    for chat_id in ("first", "second", "third"):
+        await _load(client, chat_id)
+    before = fake.generations
     running = asyncio.ensure_future(client.post("/chat", json={"chat_id": "first", "message": "long one", "stream": True}))
-    while not fake.workers() or not fake.workers()[0].busy:
+    while fake.generations == before:
         await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # its first tokens (one per 20 ms) are out: its stream has begun
     waiting = [
-        asyncio.ensure_future(client.post("/chat", json={"chat_id": "second", "message": "queued", "stream": True})),
+        asyncio.ensure_future(client.post("/chat", json={"chat_id": "second", "message": "queued"})),
         asyncio.ensure_future(client.post("/v1/chat/completions", json={
             "model": MODEL, "messages": [{"role": "user", "content": "queued too"}], "stream": True})),
+        asyncio.ensure_future(client.post("/chat", json={"chat_id": "third", "message": "queued, streamed", "stream": True})),
     ]
-    await asyncio.sleep(0.05)  # both are in the queue now
-    await _until_both_wait(fake)
+    await _until_waiting(fake, 3)
     fake.kill(MODEL)
     first = await running
     events = sse_events(await first.get_data())
     assert [name for name, _ in events][-1] == "error" and events[-1][1]["status"] == 503
-    second, openai = await asyncio.gather(*waiting)
+    second, openai, third = await asyncio.gather(*waiting)
     assert second.status_code == 503 and (await second.get_json())["error"] == "WorkerDied"
     assert openai.status_code == 503
     body = await openai.get_json()
     assert body["error"]["type"] == "WorkerDied" and body["error"]["code"] == 503
-    assert _rows(settings, "first") == [("user", "complete"), ("assistant", "error")]
-    assert _rows(settings, "second") == [("user", "complete"), ("assistant", "error")]
+    streamed = sse_events(await third.get_data())
+    names = [name for name, _ in streamed]
+    assert names[:2] == ["start", "queued"] and names[-1] == "error"
+    assert streamed[1][1]["position"] >= 1 and streamed[-1][1]["status"] == 503
+    assert streamed[-1][1]["message_id"] == streamed[0][1]["message_id"]
+    for chat_id in ("first", "second", "third"):
+        assert _rows(settings, chat_id) == [("user", "complete"), ("assistant", "error")]
 
 
-async def _until_both_wait(fake: FakeRuntime) -> None:
+async def _until_waiting(fake: FakeRuntime, count: int = 2) -> None:
     for _ in range(100):
-        if fake.workers() and fake.workers()[0].queued >= 2:
+        if fake.workers() and fake.workers()[0].queued >= count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the requests never queued")
@@ -200,11 +212,11 @@ async def test_regenerate_refused_keeps_the_reply_it_would_replace(
 ) -> None:
     await _load(client, "regen")
     await client.post("/chat", json={"chat_id": "regen", "message": "hello"})
-    fake.max_queue = 0
+    fake.saturated = True
     response = await client.post("/chats/regen/regenerate", json={})
     assert response.status_code == 429
     assert _rows(settings, "regen") == [("user", "complete"), ("assistant", "complete")]
-    fake.max_queue = 8
+    fake.saturated = False
     again = await (await client.post("/chats/regen/regenerate", json={})).get_json()
     history = (await (await client.get("/history?chat_id=regen")).get_json())["messages"]
     assert [m["sender"] for m in history] == ["user", "assistant"] and history[1]["id"] == again["id"]
@@ -227,7 +239,7 @@ async def test_the_schema_documents_the_stream_events(client: QuartClient) -> No
     schema = await (await client.get("/openapi.json")).get_json()
     chat = schema["paths"]["/chat"]["post"]["responses"]["200"]["content"]
     events = chat["text/event-stream"]["x-events"]
-    assert set(events) == {"start", "token", "done", "error"}
+    assert set(events) == {"start", "queued", "token", "done", "error"}
     for ref in events.values():
         assert ref["$ref"].rsplit("/", 1)[-1] in schema["components"]["schemas"]
     assert "ErrorBody" in schema["components"]["schemas"]
@@ -238,7 +250,7 @@ async def test_models_being_built_are_listed_as_preparing(client: QuartClient, f
                      BuildState("gemma-3-270m", "ready", "done", 1.0, 60.0, None)]
     listing = await (await client.get("/models")).get_json()
     fake.building = []
-    assert [m["name"] for m in listing["models"]] == [MODEL]
+    assert [m["name"] for m in listing["models"]] == [MODEL, "two-slots.gguf"]
     assert listing["preparing"] == [{"name": "gemma-3-270m-onnx", "state": "building", "step": "exporting",
                                      "elapsed_s": 12.5, "error": None}]
 
@@ -298,3 +310,67 @@ async def test_a_failure_after_acceptance_names_the_stored_reply(client: QuartCl
     assert failed.status_code == 503 and body["error"] == "WorkerDied"
     history = (await (await client.get("/history?chat_id=named")).get_json())["messages"]
     assert history[-1]["id"] == body["message_id"] and history[-1]["status"] == "error"
+
+
+async def test_waiting_turns_hear_their_place_move_up_and_can_be_stopped(
+    client: QuartClient, fake: FakeRuntime, settings: ApiSettings
+) -> None:
+    """Two slots: two turns run at once, three wait and say where they stand; stopping the
+    first in line lets the others move up; /status counts running and waiting replies."""
+    fake.reply_words = 30
+    chats = [f"line{i}" for i in range(5)]
+    for chat_id in chats:
+        response = await client.post("/load", json={"chat_id": chat_id, "model": "two-slots.gguf", "parallel": 2})
+        assert response.status_code == 200
+    before = fake.generations
+    turns = []
+    for chat_id in chats:
+        turns.append(asyncio.ensure_future(
+            client.post("/chat", json={"chat_id": chat_id, "message": "hello", "stream": True})
+        ))
+        await _until(lambda n=len(turns): fake.generations - before + _worker(fake, "two-slots.gguf").queued == n)
+    worker = _worker(fake, "two-slots.gguf")
+    assert (worker.parallel, worker.running, worker.queued) == (2, 2, 3)
+    status = await (await client.get("/status")).get_json()
+    state = next(w for w in status["workers"] if w["model"] == "two-slots.gguf")
+    assert (state["parallel"], state["running"], state["queued"]) == (2, 2, 3)
+    stopped = await (await client.post("/chats/line2/stop")).get_json()  # first in line
+    assert stopped["stopped"]
+    results = [sse_events(await (await turn).get_data()) for turn in turns]
+    for events in results[:2]:  # started at once: no queued event
+        assert [name for name, _ in events if name != "token"] == ["start", "done"]
+    assert [data["position"] for name, data in results[2] if name == "queued"] == [1]
+    assert results[2][-1][0] == "done" and results[2][-1][1]["status"] == "stopped"
+    for events, places in ((results[3], [2, 1, 0]), (results[4], [3, 2, 1, 0])):
+        assert [data["position"] for name, data in events if name == "queued"] == places
+        assert [data["ahead"] for name, data in events if name == "queued"] == [max(0, p - 1) for p in places]
+        assert events[-1][0] == "done" and events[-1][1]["status"] == "complete"
+    assert _rows(settings, "line2") == [("user", "complete"), ("assistant", "stopped")]
+    assert fake.generations - before == 4
+
+
+async def test_one_chat_holds_one_place_on_a_model(client: QuartClient, fake: FakeRuntime) -> None:
+    """A chat's turns are one at a time in the API, and a second request for the same session
+    is refused by the runtime too (so no chat takes two slots while others wait)."""
+    await _load(client, "single")
+    first = fake.generate("single", [ChatMessage("user", "a")], GenerationParams(), session="single")
+    assert (await anext(first)).position == 0
+    second = fake.generate("single", [ChatMessage("user", "b")], GenerationParams(), session="single")
+    with pytest.raises(Busy, match="already has a reply"):
+        await anext(second)
+    await first.aclose()
+    third = fake.generate("single", [ChatMessage("user", "c")], GenerationParams(), session="single")
+    assert (await anext(third)).position == 0
+    await third.aclose()
+
+
+def _worker(fake: FakeRuntime, model: str) -> WorkerInfo:
+    return next(w for w in fake.workers() if w.key.model == model)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(300):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
