@@ -90,6 +90,7 @@ _WIRE_TYPES: dict[str, type[ModelRuntimeError]] = {
         DeviceUnavailable,
         ModelLoadFailed,
         GenerationFailed,
+        ContextOverflow,  # a prompt too long for its slot: a client's 413, not a failure
     )
 }
 

@@ -43,6 +43,7 @@ _ALL_LAYERS = 0x7FFFFFFF
 # As Llama.generate samples (its defaults), so a reply reads the same as before batching.
 _TOP_K, _MIN_P = 40, 0.05
 _REUSE_SHARE = 0.5  # a slot of another chat is reused for its cached prefix if it covers this much
+_FIRST_PREFILL_BUDGET = 64  # prompt tokens in the first step that also streams, before any is measured
 
 
 @dataclass(eq=False)
@@ -88,7 +89,7 @@ class LlamaCppBackend(Backend):
         self._slots: list[_Slot] = []
         self._waiting: deque[_Reply] = deque()
         self._running: dict[str, _Reply] = {}  # in the order they started
-        self._prefill_budget = N_BATCH
+        self._prefill_budget = _FIRST_PREFILL_BUDGET  # grows or shrinks with measured steps
         self._prefilled = 0  # prompt tokens in the last batch
         self._streaming = False  # whether the last batch also carried running replies' tokens
 
@@ -102,17 +103,20 @@ class LlamaCppBackend(Backend):
         device = resolve_device(spec.device, usable, hint)
         name = Path(spec.model_path).name
         parallel = max(1, min(spec.parallel, llama_cpp.llama_max_parallel_sequences(), N_BATCH))
-        # ggml's tiled CPU matrix multiply takes over for larger batches and sums in another
-        # order, so a reply's greedy text would depend on what else is in its batch. With it off,
-        # no extra buffer types and llama.cpp built without llamafile's sgemm (deploy/local.sh),
-        # every row is computed by the same kernels whatever the batch holds (tested).
+        # Batching must not change a greedy reply, so on a CPU every row is computed by the same
+        # kernels whatever the batch holds: not ggml's tiled matrix multiply (it takes over for
+        # larger batches and sums in another order), not the CPU flash-attention kernel (off
+        # below), no extra buffer types (below), and llama.cpp built without llamafile's sgemm,
+        # which multiplies a prompt chunk of one token differently from one of several
+        # (deploy/local.sh). Measured, then tested in tests/runtime/test_batching.py.
         os.environ["GGML_CPU_TILED_MM"] = "0"
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = _ALL_LAYERS if device == "cuda" else 0
         # No "extra buffer types" (AMX, repacked weights): their kernels differ between one row
         # and many (gemv vs gemm), so batching would change a reply; and ggml's AMX matmul in the
-        # llama.cpp that llama-cpp-python 0.3.36 vendors crashes with SIGSEGV (seen on a Xeon here).
+        # llama.cpp that llama-cpp-python 0.3.36 vendors crashes with SIGSEGV (seen on a Xeon
+        # with AMX here, in llama-cpp-python's own Llama class too).
         model_params.use_extra_bufts = False
         self._model = llama_cpp.llama_model_load_from_file(spec.model_path.encode("utf-8"), model_params)
         if not self._model:
@@ -126,6 +130,8 @@ class LlamaCppBackend(Backend):
         params.kv_unified = False  # one KV stream per sequence: faster for distinct prompts
         params.swa_full = False  # sliding-window layers keep only their window, as llama-server does
         params.no_perf = True
+        if device == "cpu":
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not self._ctx:
             raise ModelLoadFailed(
