@@ -1,15 +1,30 @@
 """Transformers (torch) backend: ``AutoModelForCausalLM`` on CPU, or CUDA in fp16/bf16.
 
-``generate`` runs in a helper thread and hands each new token to a queue; the worker's
-thread decodes and yields them. Closing the stream sets an event that a stopping
-criterion checks at every step, so an abort ends the generation within one token.
+Concurrent requests are generated together in waves (static batches). When no wave runs,
+up to ``parallel`` waiting requests that share their sampling settings (temperature and
+top_p; the oldest waiting request picks them) start one, their prompts left-padded to the
+longest under an attention mask. Each step runs the model once over the wave: the prompts
+at its first step, then one token per row, so every live row gets its next token. A row
+ends on EOS, a stop sequence, its token budget or an abort, and leaves the batch (and the
+cache) at once; when the last row has ended the next wave starts. Requests that arrive
+while a wave runs wait for the next one.
+
+Why waves and not requests joining a running batch: a newcomer would need its prompt
+prefilled beside the others' single tokens and its cache padded and spliced into theirs,
+which neither a ``DynamicCache`` nor the ONNX export's cache offers. Transformers' own
+continuous batching (``init_continuous_batching``/``generate_batch``, experimental in the
+pinned 4.57.6) does not fit either: it takes one ``GenerationConfig`` for all its requests
+(no per-request temperature, top_p or seed), needs a paged-attention model, runs its own
+thread, fails on CPU (it sizes its paged cache from GPU memory, and the CPU has none to
+report), and knows nothing of Optimum's ONNX models, which share this decode loop.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterator, Sequence
+import inspect
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,18 +32,52 @@ from jinja2 import TemplateError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    LogitsProcessorList,
     PreTrainedTokenizerBase,
-    StoppingCriteria,
-    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
 )
-from transformers.generation.streamers import BaseStreamer
 
-from runtime.backends.base import Backend, Loaded, Usage, resolve_device
+from runtime.backends.base import Backend, Loaded, Output, Track, resolve_device
 from runtime.errors import ContextOverflow, GenerationFailed, ModelLoadFailed, ModelRuntimeError
 from runtime.prompt import Prompt, StopFilter, merge_system_into_user, plain_transcript
-from runtime.protocol import ChatMessage, GenerationParams, WorkerSpec
+from runtime.protocol import ChatMessage, Finished, FinishReason, Generate, GenerationParams, WorkerSpec
 
-_END = object()
+# A row adds little to a step (ONNX fp32 on 2 CPU cores: 150 ms a step for 1 row, 250 ms
+# for 8, 350 ms for 16), but each prompt is padded to the wave's longest, so a wave's first
+# step costs rows x its longest prompt and every row of it waits that long for its first
+# token, as do requests that arrive meanwhile, for the whole wave.
+MAX_PARALLEL = 8
+_PAD_ID = 0  # left padding sits under a zero attention mask: any token id will do
+
+
+@dataclass(eq=False, slots=True)
+class _Row:
+    """One request's state while it waits and while it generates."""
+
+    track: Track
+    prompt: list[int]
+    params: GenerationParams
+    max_new: int
+    decoder: _IncrementalDecoder
+    stops: StopFilter
+    generator: torch.Generator | None  # sampling only
+
+
+@dataclass(eq=False, slots=True)
+class _Wave:
+    """Rows generated together: their next input, attention mask and cache."""
+
+    rows: list[_Row]
+    inputs: torch.Tensor  # (rows, n): what the next forward reads
+    mask: torch.Tensor  # (rows, cached + n)
+    warpers: LogitsProcessorList | None  # None: greedy
+    past: Any = None
+
+
+def _sampling(params: GenerationParams) -> tuple[float, float]:
+    """The settings a wave's rows share; greedy requests share one whatever their top_p."""
+    return (params.temperature, params.top_p) if params.temperature > 0 else (0.0, 1.0)
 
 
 class TransformersBackend(Backend):
@@ -40,6 +89,10 @@ class TransformersBackend(Backend):
         self._device = "cpu"
         self._context_length = 0
         self._eos_ids: set[int] = set()
+        self._parallel = 1
+        self._forward_kwargs: dict[str, Any] = {}
+        self._waiting: deque[_Row] = deque()
+        self._wave: _Wave | None = None
 
     # Hooks the ONNX backend overrides.
 
@@ -53,6 +106,15 @@ class TransformersBackend(Backend):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to("cuda").eval()
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+    def _max_parallel(self, path: str) -> int:
+        """The most rows a wave of this model may hold."""
+        return MAX_PARALLEL
+
+    def _select_rows(self, past: Any, index: torch.Tensor) -> Any:
+        """The cache narrowed to the rows at ``index`` (here a ``DynamicCache``, in place)."""
+        past.batch_select_indices(index)
+        return past
 
     # Backend interface.
 
@@ -80,7 +142,12 @@ class TransformersBackend(Backend):
         self._eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if self._tokenizer.eos_token_id is not None:
             self._eos_ids.add(self._tokenizer.eos_token_id)
-        return Loaded(self._device, self._context_length, bool(self._tokenizer.chat_template))
+        # As generate() does: where the model can, it computes logits for the last position
+        # only, not a 262k-word vocabulary row for every prompt token.
+        if "logits_to_keep" in inspect.signature(self._model.forward).parameters:
+            self._forward_kwargs = {"logits_to_keep": 1}
+        self._parallel = min(spec.parallel, self._max_parallel(spec.model_path))
+        return Loaded(self._device, self._context_length, bool(self._tokenizer.chat_template), self._parallel)
 
     def render(self, messages: Sequence[ChatMessage]) -> Prompt:
         tokenizer = self._require_tokenizer()
@@ -95,79 +162,149 @@ class TransformersBackend(Backend):
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self._encode(self.render(messages)))
 
-    def stream(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, usage: Usage
-    ) -> Iterator[str]:
-        tokenizer = self._require_tokenizer()
-        prompt = self.render(messages)
+    def submit(self, request: Generate) -> None:
+        prompt = self.render(request.messages)
         ids = self._encode(prompt)
-        usage.prompt_tokens = len(ids)
         room = self._context_length - len(ids)
         if room <= 0:
             raise ContextOverflow(
                 f"prompt of {len(ids)} tokens fills the {self._context_length}-token context"
             )
-        max_new = min(params.max_new_tokens, room)
-        tokens: queue.Queue[Any] = queue.Queue()
-        cancel = threading.Event()
-        errors: list[BaseException] = []
-        kwargs = self._generate_kwargs(ids, params, max_new, tokens, cancel)
-        thread = threading.Thread(target=self._run, args=(kwargs, tokens, errors), daemon=True)
-        thread.start()
-        decoder = _IncrementalDecoder(tokenizer)
-        stops = StopFilter((*prompt.stops, *params.stop))
+        params = request.params
+        track = Track(request.request_id)
+        track.usage.prompt_tokens = len(ids)
+        self._waiting.append(
+            _Row(
+                track,
+                ids,
+                params,
+                min(params.max_new_tokens, room),
+                _IncrementalDecoder(self._require_tokenizer()),
+                StopFilter((*prompt.stops, *params.stop)),
+                self._generator(params),
+            )
+        )
+
+    def cancel(self, request_id: str) -> Output | None:
+        for row in self._waiting:
+            if row.track.request_id == request_id:
+                self._waiting.remove(row)
+                return None
+        running = self._wave.rows if self._wave is not None else []
+        for row in running:
+            if row.track.request_id == request_id:
+                self._keep([r for r in running if r is not row])
+                return row.track.finished("aborted")
+        return None
+
+    @property
+    def has_work(self) -> bool:
+        return self._wave is not None or bool(self._waiting)
+
+    def step(self) -> list[Output]:
+        wave = self._wave or self._start_wave()
         try:
-            while (token := tokens.get()) is not _END:
-                if token in self._eos_ids:
-                    continue
-                usage.completion_tokens += 1
-                text, hit = stops.feed(decoder.push(token))
-                yield text
-                if hit:
-                    usage.finish_reason = "stop"
-                    return
-            if errors:
-                raise GenerationFailed(f"{type(errors[0]).__name__}: {errors[0]}") from errors[0]
-            usage.finish_reason = "length" if usage.completion_tokens >= max_new else "stop"
-            if tail := stops.flush():
-                yield tail
-        finally:
-            cancel.set()
-            thread.join()
+            tokens = self._next_tokens(wave)
+        except Exception as exc:  # noqa: BLE001 - fails this wave's requests; the worker lives on
+            self._wave = None
+            return [row.track.failed(exc) for row in wave.rows]
+        outputs: list[Output] = []
+        live: list[_Row] = []
+        for row, token in zip(wave.rows, tokens.tolist(), strict=True):
+            produced = self._advance(row, token)
+            outputs += produced
+            if not (produced and isinstance(produced[-1], Finished)):
+                live.append(row)
+        self._keep(live)
+        return outputs
 
     # Helpers.
 
-    def _generate_kwargs(
-        self,
-        ids: list[int],
-        params: GenerationParams,
-        max_new: int,
-        tokens: queue.Queue[Any],
-        cancel: threading.Event,
-    ) -> dict[str, Any]:
-        input_ids = torch.tensor([ids], device=self._device)
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "max_new_tokens": max_new,
-            "streamer": _QueueStreamer(tokens),
-            "stopping_criteria": StoppingCriteriaList([_StopOnEvent(cancel)]),
-            "pad_token_id": self._require_tokenizer().pad_token_id or next(iter(self._eos_ids), 0),
-        }
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kwargs
+    def _start_wave(self) -> _Wave:
+        sampling = _sampling(self._waiting[0].params)
+        rows = [row for row in self._waiting if _sampling(row.params) == sampling][: self._parallel]
+        for row in rows:
+            self._waiting.remove(row)
+        width = max(len(row.prompt) for row in rows)
+        padded = [[_PAD_ID] * (width - len(row.prompt)) + row.prompt for row in rows]
+        mask = [[0] * (width - len(row.prompt)) + [1] * len(row.prompt) for row in rows]
+        temperature, top_p = sampling
+        warpers = None
+        if temperature > 0:
+            warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+            if top_p < 1:
+                warpers.append(TopPLogitsWarper(top_p))
+        self._wave = _Wave(
+            rows, torch.tensor(padded, device=self._device), torch.tensor(mask, device=self._device), warpers
+        )
+        return self._wave
 
-    def _run(self, kwargs: dict[str, Any], tokens: queue.Queue[Any], errors: list[BaseException]) -> None:
-        try:
-            with torch.inference_mode():
-                self._model.generate(**kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the streaming thread
-            errors.append(exc)
-        finally:
-            tokens.put(_END)
+    @torch.inference_mode()
+    def _next_tokens(self, wave: _Wave) -> torch.Tensor:
+        """One forward over the wave: each row's next token id, shape (rows,), its next input."""
+        # Positions count each row's own tokens, so padding shifts none of them.
+        positions = (wave.mask.cumsum(-1) - 1).masked_fill(wave.mask == 0, 1)[:, -wave.inputs.shape[1] :]
+        out = self._model(
+            input_ids=wave.inputs,
+            attention_mask=wave.mask,
+            position_ids=positions,
+            past_key_values=wave.past,
+            use_cache=True,
+            **self._forward_kwargs,
+        )
+        wave.past = out.past_key_values
+        logits: torch.Tensor = out.logits[:, -1, :].float()
+        if wave.warpers is None:
+            tokens = logits.argmax(-1)
+        else:
+            probs = wave.warpers(wave.inputs, logits).softmax(-1)  # type: ignore[arg-type]  # int64 ids
+            rows = zip(probs, wave.rows, strict=True)
+            tokens = torch.cat([torch.multinomial(p, 1, generator=row.generator) for p, row in rows])
+        wave.inputs = tokens[:, None]
+        wave.mask = torch.cat([wave.mask, torch.ones_like(wave.inputs)], dim=1)
+        return tokens
+
+    @torch.inference_mode()
+    def _keep(self, rows: list[_Row]) -> None:
+        """Narrow the running wave (its cache too) to ``rows``; with none left, it is over."""
+        wave = self._wave
+        if wave is None or not rows:
+            self._wave = None
+            return
+        if len(rows) < len(wave.rows):
+            index = torch.tensor([wave.rows.index(row) for row in rows], device=self._device)
+            wave.inputs, wave.mask = wave.inputs[index], wave.mask[index]
+            wave.past = self._select_rows(wave.past, index)
+            wave.rows = rows
+
+    def _advance(self, row: _Row, token: int) -> list[Output]:
+        """What one new token of a row sends; ends with the row's ``Finished`` if it ended."""
+        if token in self._eos_ids:
+            return self._finish(row, "stop")
+        row.track.usage.completion_tokens += 1
+        text, hit = row.stops.feed(row.decoder.push(token))
+        chunk = row.track.chunk(text)
+        outputs: list[Output] = [chunk] if chunk else []
+        if hit:
+            return [*outputs, row.track.finished("stop")]
+        if row.track.usage.completion_tokens >= row.max_new:
+            return [*outputs, *self._finish(row, "length")]
+        return outputs
+
+    @staticmethod
+    def _finish(row: _Row, reason: FinishReason) -> list[Output]:
+        tail = row.track.chunk(row.stops.flush())
+        return [*([tail] if tail else []), row.track.finished(reason)]
+
+    def _generator(self, params: GenerationParams) -> torch.Generator | None:
+        if params.temperature <= 0:
+            return None
+        generator = torch.Generator(self._device)
+        if params.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(params.seed)
+        return generator
 
     def _encode(self, prompt: Prompt) -> list[int]:
         encoded = self._require_tokenizer()(prompt.text, add_special_tokens=not prompt.templated)
@@ -183,33 +320,6 @@ class TransformersBackend(Backend):
         turns = [{"role": m.role, "content": m.content} for m in messages]
         text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         return str(text)
-
-
-class _QueueStreamer(BaseStreamer):
-    """Puts each generated token id on a queue (the first ``put`` is the prompt: skipped)."""
-
-    def __init__(self, tokens: queue.Queue[Any]) -> None:
-        self._tokens = tokens
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        for token in value.reshape(-1).tolist():
-            self._tokens.put(int(token))
-
-    def end(self) -> None:
-        pass  # _run puts _END once generate has returned, errors included
-
-
-class _StopOnEvent(StoppingCriteria):
-    def __init__(self, cancel: threading.Event) -> None:
-        self._cancel = cancel
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **_: Any) -> torch.BoolTensor:
-        stop = self._cancel.is_set()
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 class _IncrementalDecoder:
