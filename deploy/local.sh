@@ -130,8 +130,9 @@ ensure_venv() {
 # llama.cpp is compiled from llama-cpp-python's sources with the flags continuous batching
 # needs: without llamafile's sgemm, the CPU computes a sequence's row with the same kernel
 # whether it is decoded alone or in a batch, so batching never changes a greedy reply
-# (runtime/backends/llamacpp.py). The wheel is kept in .cache/wheels under a name that
-# holds the flags, so a later set-up on this machine reuses it and a change of flags rebuilds.
+# (runtime/backends/llamacpp.py). The wheel is kept in ~/.cache/llmchat/wheels under a name
+# that holds the flags, so a later set-up on this machine (another clone too) reuses it and a
+# change of flags rebuilds.
 LLAMA_CPP_VERSION=0.3.36
 llama_cpp_cmake_args() {
     local args="-DGGML_LLAMAFILE=OFF"
@@ -142,11 +143,12 @@ llama_cpp_cmake_args() {
 ensure_llama_cpp() {
     local args wheels
     args="$(llama_cpp_cmake_args)"
-    wheels="$ROOT/.cache/wheels/llama-cpp-python-$LLAMA_CPP_VERSION-$(printf '%s' "$args" | sha256sum | cut -c1-12)"
+    wheels="${XDG_CACHE_HOME:-$HOME/.cache}/llmchat/wheels/llama-cpp-python-$LLAMA_CPP_VERSION-$(printf '%s' "$args" | sha256sum | cut -c1-12)"
     if ! compgen -G "$wheels/*.whl" >/dev/null; then
         echo "    llama-cpp-python compiles llama.cpp ($args): about 9 minutes on 2 cores, once;"
-        echo "    the wheel is kept in ${wheels#"$ROOT"/}, so later set-ups here are quick."
+        echo "    the wheel is kept in $wheels, so later set-ups here are quick."
         rm -rf "$wheels.partial"
+        mkdir -p "$(dirname "$wheels")"
         CMAKE_ARGS="$args" PIP_COMMAND=wheel pip_install raw --no-deps --no-cache-dir \
             -w "$wheels.partial" "llama-cpp-python==$LLAMA_CPP_VERSION"
         mv "$wheels.partial" "$wheels"

@@ -160,7 +160,11 @@ def test_metrics_are_exposed_for_prometheus(server: ApiServer) -> None:
     text = httpx.get(f"{server.url}/metrics").text
     for name in ("llmchat_loaded_workers", "llmchat_queue_depth", "llmchat_worker_deaths_total",
                  "llmchat_tokens_generated_total", "llmchat_time_to_first_token_seconds_bucket",
-                 "llmchat_tokens_per_second_bucket", "llmchat_load_seconds_bucket", "llmchat_replies_total"):
+                 "llmchat_tokens_per_second_bucket", "llmchat_load_seconds_bucket", "llmchat_replies_total",
+                 "llmchat_running_sequences", "llmchat_parallel_slots", "llmchat_queue_wait_seconds_bucket",
+                 "llmchat_batch_size_bucket"):
         assert name in text, name
+    batches = [line for line in text.splitlines() if line.startswith("llmchat_batch_size_count{")]
+    assert batches and float(batches[0].split()[-1]) > 0  # every reply that started was observed
     generated = [line for line in text.splitlines() if line.startswith("llmchat_tokens_generated_total{")]
     assert generated and float(generated[0].split()[-1]) > 0

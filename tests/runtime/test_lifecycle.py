@@ -17,7 +17,7 @@ from runtime.errors import Busy, InsufficientMemory, TooManyModels
 from runtime.interface import Queued
 from runtime.manager import Runtime
 from runtime.placement import duration, idle_reason
-from runtime.protocol import ChatMessage, GenerationParams, TokenChunk
+from runtime.protocol import ChatMessage, Finished, GenerationParams
 from runtime.settings import RuntimeSettings
 
 ENDLESS = [ChatMessage("user", "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,")]
@@ -78,7 +78,8 @@ async def test_a_model_that_does_not_fit_is_refused_with_numbers(
     rt = Runtime(_settings(runtime_settings, tmp_path, memory_headroom_mb=10**8))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     try:
-        with pytest.raises(InsufficientMemory, match=r"needs about [\d,]+ MB; [\d,]+ MB is free"):
+        numbers = r"needs about [\d,]+ MB \([\d,]+ MB for the model, [\d,]+ MB for one 2048-token context\); [\d,]+ MB is free"
+        with pytest.raises(InsufficientMemory, match=numbers):
             await rt.load("a", GGUF_NAME, "cpu")
         assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
     finally:
@@ -86,22 +87,26 @@ async def test_a_model_that_does_not_fit_is_refused_with_numbers(
 
 
 async def test_queue_beyond_the_limit_is_refused(runtime_settings: RuntimeSettings, tmp_path: Path) -> None:
-    rt = Runtime(_settings(runtime_settings, tmp_path, max_queue=1))
+    """One slot, a line of one: the second request waits, the third is refused; token counts
+    skip the line (the worker answers them between steps)."""
+    rt = Runtime(_settings(runtime_settings, tmp_path, max_queue=1, parallel=1))
     try:
         await rt.load("q", GGUF_NAME, "cpu")
         params = GenerationParams(max_new_tokens=400, temperature=0)
         async with contextlib.aclosing(rt.generate("q", ENDLESS, params)) as running:
-            assert isinstance(await anext(running), Queued)  # accepted
+            assert await anext(running) == Queued(0, 0.0, batch=1, waited_s=pytest.approx(0, abs=0.1))
             await anext(running)  # the first token: the worker is busy now
-            waiting = asyncio.create_task(rt.count_tokens("q", ENDLESS))  # one may wait
-            await asyncio.sleep(0.1)
+            second = rt.generate("q", ENDLESS, GenerationParams(max_new_tokens=4, temperature=0))
+            assert (await anext(second)).position == 1  # accepted, first in line
             assert rt.holding("q").queued == 1  # type: ignore[union-attr]
+            assert await rt.count_tokens("q", ENDLESS) > 0  # not behind the line
             with pytest.raises(Busy) as refused:
-                await rt.count_tokens("q", ENDLESS)
+                await anext(rt.generate("q", ENDLESS, params))
             assert refused.value.retry_after_s >= 1
-        assert await waiting > 0  # the waiting request ran once the first was aborted
-        async for event in rt.generate("q", ENDLESS, GenerationParams(max_new_tokens=4, temperature=0)):
-            assert isinstance(event, Queued | TokenChunk) or event.finish_reason == "length"
+        # The running request was aborted: the waiting one runs to its end.
+        events = [event async for event in second]
+        assert events[0] == Queued(0, 0.0, batch=1, waited_s=events[0].waited_s) and events[0].waited_s > 0
+        assert isinstance(events[-1], Finished) and events[-1].finish_reason == "length"
     finally:
         await rt.close()
 
