@@ -94,13 +94,13 @@ if shown:
 '
 
 # pip_install BAR ARGS...: BAR is pip's --progress-bar; "raw" (what PIP_FILTER shows) needs a
-# newer pip than a fresh venv's own, which gets "off". PIP_COMMAND=wheel builds instead.
+# newer pip than a fresh venv's own, which gets "off".
 pip_install() {
-    local log="$LOGS/setup-pip.log" bar="$1" command="${PIP_COMMAND:-install}"
+    local log="$LOGS/setup-pip.log" bar="$1"
     shift
     mkdir -p "$LOGS"
-    if ! PYTHONUNBUFFERED=1 "$PY" -m pip "$command" --progress-bar "$bar" "$@" 2>&1 | "$PY" -c "$PIP_FILTER" "$log"; then
-        echo "pip $command failed; its last lines follow (all of its output: $log)" >&2
+    if ! PYTHONUNBUFFERED=1 "$PY" -m pip install --progress-bar "$bar" "$@" 2>&1 | "$PY" -c "$PIP_FILTER" "$log"; then
+        echo "pip install failed; its last lines follow (all of its output: $log)" >&2
         tail -n 30 "$log" >&2
         exit 1
     fi
@@ -127,45 +127,22 @@ ensure_venv() {
     fi
 }
 
-# llama.cpp is compiled from llama-cpp-python's sources with the flags continuous batching
-# needs: without llamafile's sgemm, the CPU computes a sequence's row with the same kernel
-# whether it is decoded alone or in a batch, so batching never changes a greedy reply
-# (runtime/backends/llamacpp.py). The wheel is kept in ~/.cache/llmchat/wheels under a name
-# that holds the flags, so a later set-up on this machine (another clone too) reuses it and a
-# change of flags rebuilds.
-LLAMA_CPP_VERSION=0.3.36
-llama_cpp_cmake_args() {
-    local args="-DGGML_LLAMAFILE=OFF"
-    [ "${LLMCHAT_CUDA:-0}" = "1" ] && args="$args -DGGML_CUDA=on"
-    echo "$args${CMAKE_ARGS:+ $CMAKE_ARGS}"
-}
-
-ensure_llama_cpp() {
-    local args wheels
-    args="$(llama_cpp_cmake_args)"
-    wheels="${XDG_CACHE_HOME:-$HOME/.cache}/llmchat/wheels/llama-cpp-python-$LLAMA_CPP_VERSION-$(printf '%s' "$args" | sha256sum | cut -c1-12)"
-    if ! compgen -G "$wheels/*.whl" >/dev/null; then
-        echo "    llama-cpp-python compiles llama.cpp ($args): about 9 minutes on 2 cores, once;"
-        echo "    the wheel is kept in $wheels, so later set-ups here are quick."
-        rm -rf "$wheels.partial"
-        mkdir -p "$(dirname "$wheels")"
-        CMAKE_ARGS="$args" PIP_COMMAND=wheel pip_install raw --no-deps --no-cache-dir \
-            -w "$wheels.partial" "llama-cpp-python==$LLAMA_CPP_VERSION"
-        mv "$wheels.partial" "$wheels"
-    fi
-    pip_install raw --no-deps --force-reinstall "$wheels"/*.whl
-}
-
 ensure_dependencies() {
     local extras="$1" stamp="$VENV/.llmchat-installed" want
-    want="$(sha256sum pyproject.toml | cut -c1-16) $extras $(llama_cpp_cmake_args)"
+    want="$(sha256sum pyproject.toml | cut -c1-16) $extras ${CMAKE_ARGS:-}"
     if [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
         return
     fi
     say "installing dependencies (.$extras)"
-    ensure_llama_cpp
+    if ! "$PY" -c 'import llama_cpp' 2>/dev/null &&
+        ! "$PY" -m pip cache list 'llama_cpp_python-*' 2>/dev/null | grep -q 'llama_cpp_python-'; then
+        echo "    llama-cpp-python compiles llama.cpp on first install: about 9 minutes on 2 cores."
+        echo "    pip caches the built wheel, so later installs on this machine are quick."
+    fi
     if [ "${LLMCHAT_CUDA:-0}" = "1" ]; then
-        # GPU machines: torch's CUDA wheel (llama.cpp was built with CUDA above).
+        # GPU machines: llama.cpp built with CUDA, torch's CUDA wheel, ONNX Runtime's GPU build.
+        export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_CUDA=on}"
+        pip_install raw --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
         pip_install raw torch==2.13.0 --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cu128}"
     fi
     pip_install raw -e ".$extras"

@@ -52,6 +52,7 @@ class _Slot:
 
     seq_id: int
     cached: list[int] = field(default_factory=list)
+    prefilled: int = 0  # the leading cached tokens that were read as a prompt (not generated)
     session: str | None = None  # the chat whose reply it served last
     used_at: float = 0.0
     busy: bool = False
@@ -103,12 +104,13 @@ class LlamaCppBackend(Backend):
         device = resolve_device(spec.device, usable, hint)
         name = Path(spec.model_path).name
         parallel = max(1, min(spec.parallel, llama_cpp.llama_max_parallel_sequences(), N_BATCH))
-        # Batching must not change a greedy reply, so on a CPU every row is computed by the same
-        # kernels whatever the batch holds: not ggml's tiled matrix multiply (it takes over for
-        # larger batches and sums in another order), not the CPU flash-attention kernel (off
-        # below), no extra buffer types (below), and llama.cpp built without llamafile's sgemm,
-        # which multiplies a prompt chunk of one token differently from one of several
-        # (deploy/local.sh). Measured, then tested in tests/runtime/test_batching.py.
+        # Batching must not change a greedy reply, so on a CPU every row is computed the same
+        # way whatever the batch holds: not with ggml's tiled matrix multiply (it takes over for
+        # larger batches and sums in another order), not with the CPU flash-attention kernel
+        # (off below), no extra buffer types (below). llamafile's sgemm, used for two rows or
+        # more, gives what one row gives for the weights, but not for a lone prompt token's
+        # attention: prompts are read in chunks of two or more (see _reusable and _chunk).
+        # Measured, then tested in tests/runtime/test_batching.py.
         os.environ["GGML_CPU_TILED_MM"] = "0"
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
@@ -265,6 +267,7 @@ class LlamaCppBackend(Backend):
                 llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
                 keep = 0
             del slot.cached[keep:]
+            slot.prefilled = keep
             slot.busy, slot.session = True, reply.request.session
             reply.slot = slot
             reply.pending = reply.tokens[keep:]
@@ -289,8 +292,14 @@ class LlamaCppBackend(Backend):
         return min(free, key=lambda s: s.used_at)
 
     def _reusable(self, slot: _Slot, tokens: list[int]) -> int:
-        """How many leading prompt tokens the slot's cache can keep (at least one is decoded)."""
-        keep = min(_common_prefix(slot.cached, tokens), len(tokens) - 1)
+        """How many leading prompt tokens the slot's cache can keep.
+
+        Only tokens it read as a prompt count, never ones it generated, and at least two
+        are left to read: llama.cpp computes a lone token (as when generating) with other
+        kernels than a chunk of several, so this way every prompt token's cache is what
+        reading the prompt afresh gives, and a reply does not depend on what ran before it.
+        """
+        keep = max(0, min(_common_prefix(slot.cached, tokens), slot.prefilled, len(tokens) - 2))
         if keep > 0 and self._n_swa > 0:
             # Sliding-window layers keep only recent positions: the window before ``keep`` must be there.
             if llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id) > max(0, keep - self._n_swa):
@@ -330,9 +339,14 @@ class LlamaCppBackend(Backend):
         for reply in self._running.values():
             if not reply.pending or budget <= 0:
                 continue
-            chunk, reply.pending = reply.pending[:budget], reply.pending[budget:]
+            take = _chunk(len(reply.pending), budget)
+            if not take:
+                continue
+            chunk, reply.pending = reply.pending[:take], reply.pending[take:]
             for i, token in enumerate(chunk):
                 add(token, reply, logits=not reply.pending and i == len(chunk) - 1)
+            assert reply.slot is not None
+            reply.slot.prefilled = len(reply.slot.cached)
             budget -= len(chunk)
             self._prefilled += len(chunk)
         batch.n_tokens = n
@@ -393,6 +407,7 @@ class LlamaCppBackend(Backend):
             if reply.slot is not None:
                 llama_cpp.llama_memory_seq_rm(self._memory, reply.slot.seq_id, -1, -1)
                 reply.slot.cached.clear()
+                reply.slot.prefilled = 0
             outputs.append(reply.track.failed(error))
         return outputs
 
@@ -429,6 +444,17 @@ def _sampler(params: GenerationParams) -> Any:
     ):
         llama_cpp.llama_sampler_chain_add(chain, sampler)
     return chain
+
+
+def _chunk(pending: int, budget: int) -> int:
+    """How many of a prompt's ``pending`` tokens to read this step within ``budget``: never
+    a lone token of a longer prompt, and never leave one behind (see ``_reusable``)."""
+    take = min(pending, budget)
+    if pending - take == 1:
+        take -= 1
+    if take == 1 and pending > 1:
+        return 0
+    return take
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
