@@ -38,7 +38,7 @@ from runtime.prompt import Prompt, StopFilter, merge_system_into_user, plain_tra
 from runtime.protocol import ChatMessage, Generate, GenerationParams, WorkerSpec
 
 N_BATCH = 512  # most tokens in one llama_decode
-STEP_TARGET_S = 0.12  # a step that reads a prompt chunk while others stream takes about this long
+STEP_TARGET_S = 0.2  # a step that reads a prompt chunk while others stream takes about this long
 _ALL_LAYERS = 0x7FFFFFFF
 # As Llama.generate samples (its defaults), so a reply reads the same as before batching.
 _TOP_K, _MIN_P = 40, 0.05
