@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import logging
 import os
 import time
 from collections import deque
@@ -112,6 +113,9 @@ class LlamaCppBackend(Backend):
         # attention: prompts are read in chunks of two or more (see _reusable and _chunk).
         # Measured, then tested in tests/runtime/test_batching.py.
         os.environ["GGML_CPU_TILED_MM"] = "0"
+        # llama-cpp-python prints every llama.cpp log line (each tensor, at load) unless its
+        # logger says otherwise; Llama(verbose=False) did this for the high-level API.
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = _ALL_LAYERS if device == "cuda" else 0
