@@ -2,9 +2,9 @@
 
 One context holds ``parallel`` sequences, each with its own slot of the KV cache (the
 per-sequence context). Every step is one ``llama_decode`` of a batch whose tokens carry
-their sequence ids: the next token of every running reply, plus a chunk of a new reply's
-prompt. Chunks are sized so one step takes about :data:`STEP_TARGET_S`, which keeps the
-running streams flowing while a long prompt is read. Each reply samples with its own
+their sequence ids, the next token of every running reply, then one of a chunk of a new
+reply's prompt. Chunks are sized so one step takes about :data:`STEP_TARGET_S`, which
+keeps the running streams flowing while a long prompt is read. Each reply samples with its own
 llama.cpp sampler chain (greedy at temperature 0, else top-k, top-p, min-p, temperature
 and a seeded distribution, as ``Llama.generate`` does), stops at EOS, a stop sequence or
 its token limit, and is cut at a stop sequence by the shared :class:`~runtime.prompt.StopFilter`.
@@ -92,8 +92,6 @@ class LlamaCppBackend(Backend):
         self._waiting: deque[_Reply] = deque()
         self._running: dict[str, _Reply] = {}  # in the order they started
         self._prefill_budget = _FIRST_PREFILL_BUDGET  # grows or shrinks with measured steps
-        self._prefilled = 0  # prompt tokens in the last batch
-        self._streaming = False  # whether the last batch also carried running replies' tokens
 
     # Loading
 
@@ -248,19 +246,59 @@ class LlamaCppBackend(Backend):
     # Steps
 
     def step(self) -> list[Output]:
+        """One token for every reply that is generating (one ``llama_decode``), then a chunk of
+        the oldest unread prompt (a ``llama_decode`` of its own: llama.cpp splits a batch that
+        mixes sequences into equal parts per sequence, which would cut a chunk into pieces of
+        one token; see ``_reusable``). With nobody generating, every waiting prompt is read."""
         self._start_waiting()
-        if not self._running:
-            return []
         outputs: list[Output] = []
-        sampled = self._fill_batch()
-        started = time.perf_counter()
-        result = llama_cpp.llama_decode(self._ctx, self._batch)
-        if result != 0:
-            return self._decode_failed(result)
-        for index, reply in sampled:
-            outputs.extend(self._sample(reply, index))
-        self._adapt_prefill(time.perf_counter() - started)
+        decoding = [r for r in self._running.values() if r.next_token is not None]
+        decode_s = 0.0
+        if decoding:
+            started = time.perf_counter()
+            tokens = [(r.next_token, r, True) for r in decoding]
+            for reply in decoding:
+                reply.next_token = None
+            failed = self._decode(tokens)  # type: ignore[arg-type]
+            if failed is not None:
+                return failed
+            outputs += [o for index, reply in enumerate(decoding) for o in self._sample(reply, index)]
+            decode_s = time.perf_counter() - started
+        for reply in [r for r in self._running.values() if r.pending]:
+            budget = min(N_BATCH, self._prefill_budget) if decoding else N_BATCH
+            take = _chunk(len(reply.pending), budget)
+            if not take:
+                break
+            chunk, reply.pending = reply.pending[:take], reply.pending[take:]
+            started = time.perf_counter()
+            last = len(chunk) - 1
+            failed = self._decode([(t, reply, not reply.pending and i == last) for i, t in enumerate(chunk)])
+            if failed is not None:
+                return outputs + failed
+            assert reply.slot is not None
+            reply.slot.prefilled = len(reply.slot.cached)
+            if not reply.pending:
+                outputs += self._sample(reply, last)
+            if decoding:
+                self._adapt_prefill(len(chunk), time.perf_counter() - started, decode_s)
+                break  # others generate: one chunk a step
         return outputs
+
+    def _decode(self, tokens: list[tuple[int, _Reply, bool]]) -> list[Output] | None:
+        """One ``llama_decode`` of (token, reply, wants logits); the failures if it failed."""
+        batch = self._batch
+        for n, (token, reply, logits) in enumerate(tokens):
+            slot = reply.slot
+            assert slot is not None
+            batch.token[n] = token
+            batch.pos[n] = len(slot.cached)
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = slot.seq_id
+            batch.logits[n] = logits
+            slot.cached.append(token)
+        batch.n_tokens = len(tokens)
+        result = llama_cpp.llama_decode(self._ctx, batch)
+        return self._decode_failed(result) if result != 0 else None
 
     def _start_waiting(self) -> None:
         while self._waiting and any(not s.busy for s in self._slots):
@@ -310,59 +348,12 @@ class LlamaCppBackend(Backend):
                 return 0
         return keep
 
-    def _fill_batch(self) -> list[tuple[int, _Reply]]:
-        """Put every running reply's next token, then prompt chunks, in the batch; return
-        (batch index, reply) for each reply that samples after this step."""
-        batch = self._batch
-        n = 0
-        sampled: list[tuple[int, _Reply]] = []
-
-        def add(token: int, reply: _Reply, logits: bool) -> None:
-            nonlocal n
-            slot = reply.slot
-            assert slot is not None
-            batch.token[n] = token
-            batch.pos[n] = len(slot.cached)
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = slot.seq_id
-            batch.logits[n] = logits
-            slot.cached.append(token)
-            if logits:
-                sampled.append((n, reply))
-            n += 1
-
-        decoding = [r for r in self._running.values() if r.next_token is not None]
-        for reply in decoding:
-            assert reply.next_token is not None
-            add(reply.next_token, reply, True)
-            reply.next_token = None
-        budget = N_BATCH - n
-        if decoding:
-            budget = min(budget, self._prefill_budget)
-        self._prefilled = 0
-        for reply in self._running.values():
-            if not reply.pending or budget <= 0:
-                continue
-            take = _chunk(len(reply.pending), budget)
-            if not take:
-                continue
-            chunk, reply.pending = reply.pending[:take], reply.pending[take:]
-            for i, token in enumerate(chunk):
-                add(token, reply, logits=not reply.pending and i == len(chunk) - 1)
-            assert reply.slot is not None
-            reply.slot.prefilled = len(reply.slot.cached)
-            budget -= len(chunk)
-            self._prefilled += len(chunk)
-        batch.n_tokens = n
-        self._streaming = bool(decoding)
-        return sampled
-
-    def _adapt_prefill(self, elapsed_s: float) -> None:
-        """Size the next prompt chunk so a step that mixes it with streaming tokens takes
-        about STEP_TARGET_S (on a GPU that is the whole batch; on a small CPU, a few dozen)."""
-        if self._prefilled and self._streaming and elapsed_s > 0:
-            scaled = int(self._prefilled * STEP_TARGET_S / elapsed_s)
-            self._prefill_budget = max(16, min(N_BATCH, scaled))
+    def _adapt_prefill(self, tokens: int, prefill_s: float, decode_s: float) -> None:
+        """Size the next prompt chunk so a step (the generating replies' tokens, then the
+        chunk) takes about STEP_TARGET_S: on a GPU that is a whole batch, on a small CPU a few dozen."""
+        if prefill_s > 0:
+            room = max(STEP_TARGET_S - decode_s, STEP_TARGET_S / 4)
+            self._prefill_budget = max(16, min(N_BATCH, int(tokens * room / prefill_s)))
 
     def _sample(self, reply: _Reply, index: int) -> list[Output]:
         track, stops = reply.track, reply.stop_filter
