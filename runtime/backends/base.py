@@ -4,16 +4,14 @@ A backend generates many replies at once, one step at a time: the worker hands i
 (:meth:`Backend.submit`), cancels them (:meth:`Backend.cancel`) and calls
 :meth:`Backend.step` while it has work, sending whatever each step produced. Between two
 steps the worker reads its pipe, so a new request joins the running batch at the next step
-and an abort ends one sequence while the others go on. Backends that can only generate one
-reply at a time derive from :class:`SerialBackend` and implement :meth:`SerialBackend.stream`.
+and an abort ends one sequence while the others go on.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runtime.errors import DeviceUnavailable, to_wire
@@ -25,7 +23,6 @@ from runtime.protocol import (
     FinishReason,
     Generate,
     GenerationMetrics,
-    GenerationParams,
     TokenChunk,
     WorkerSpec,
 )
@@ -129,61 +126,6 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the process exit would not (nothing, for most backends)."""
-
-
-class SerialBackend(Backend):
-    """A backend that generates one reply at a time; later requests wait their turn in order."""
-
-    def __init__(self) -> None:
-        self._waiting: deque[Generate] = deque()
-        self._current: tuple[Track, Iterator[str]] | None = None
-
-    @abstractmethod
-    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams, usage: Usage) -> Iterator[str]:
-        """Yield text once per generated token ("" when a token shows nothing yet).
-
-        Closing the iterator early must stop the generation and leave the backend ready
-        for the next request.
-        """
-
-    def submit(self, request: Generate) -> None:
-        self._waiting.append(request)
-
-    def cancel(self, request_id: str) -> Output | None:
-        for request in self._waiting:
-            if request.request_id == request_id:
-                self._waiting.remove(request)
-                return None
-        if self._current is not None and self._current[0].request_id == request_id:
-            track, tokens = self._current
-            self._end()
-            tokens.close()  # type: ignore[attr-defined]
-            return track.finished("aborted")
-        return None
-
-    @property
-    def has_work(self) -> bool:
-        return self._current is not None or bool(self._waiting)
-
-    def step(self) -> list[Output]:
-        if self._current is None:
-            request = self._waiting.popleft()
-            track = Track(request.request_id)
-            self._current = track, self.stream(request.messages, request.params, track.usage)
-        track, tokens = self._current
-        try:
-            text = next(tokens)
-        except StopIteration:
-            self._end()
-            return [track.finished()]
-        except Exception as exc:  # noqa: BLE001 - reported to the parent; the worker lives on
-            self._end()
-            return [track.failed(exc)]
-        chunk = track.chunk(text)
-        return [chunk] if chunk else []
-
-    def _end(self) -> None:
-        self._current = None
 
 
 def resolve_device(requested: str, cuda_available: bool, hint: str) -> str:

@@ -239,10 +239,6 @@ class LlamaCppBackend(Backend):
     def has_work(self) -> bool:
         return bool(self._running or self._waiting)
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
     # Steps
 
     def step(self) -> list[Output]:
@@ -256,10 +252,10 @@ class LlamaCppBackend(Backend):
         decode_s = 0.0
         if decoding:
             started = time.perf_counter()
-            tokens = [(r.next_token, r, True) for r in decoding]
+            tokens = [(r.next_token, r, True) for r in decoding if r.next_token is not None]
             for reply in decoding:
                 reply.next_token = None
-            failed = self._decode(tokens)  # type: ignore[arg-type]
+            failed = self._decode(tokens)
             if failed is not None:
                 return failed
             outputs += [o for index, reply in enumerate(decoding) for o in self._sample(reply, index)]
