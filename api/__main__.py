@@ -28,7 +28,9 @@ async def _serve(settings: ApiSettings) -> None:
 
 
 def main() -> None:
-    asyncio.run(_serve(ApiSettings()))
+    settings = ApiSettings()
+    settings.refuse_open_local_mode()
+    asyncio.run(_serve(settings))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import logging
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from api import endpoints, errors, metrics, openai_compat, requests
+from api import account_endpoints, accounts, auth, endpoints, errors, hosts, metrics, openai_compat, requests
 from api.chatlog import ChatLog, configure_logging
 from api.conversation import Conversations
 from api.openapi import LlmchatOpenAPI
@@ -35,9 +35,14 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         redoc_ui_path=None,
         openapi_provider_class=LlmchatOpenAPI,
         scalar_ui_path=None,
+        security_schemes=auth.SECURITY_SCHEMES,
+        security=auth.SECURITY,
     )
     errors.register(app)
     requests.register(app)
+    hosts.register(app)
+    auth.register(app)
+    app.register_blueprint(account_endpoints.blueprint)
     app.register_blueprint(endpoints.blueprint)
     app.register_blueprint(openai_compat.blueprint)
 
@@ -45,12 +50,18 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
     async def start() -> None:
         configure_logging(settings.logs_dir)
         await open_store(settings.db_path)
+        admin, password = await accounts.bootstrap()
+        if password is not None:  # shown once, on the terminal only: never in a log file
+            print(f"llmchat: created the administrator account {admin.name!r} with the password {password} "
+                  "(shown once; change it with POST /auth/password or python -m api.users)", flush=True)
         # Constructing the local runtime ends workers an earlier run left: not on the loop.
         chosen = runtime if runtime is not None else await asyncio.to_thread(Runtime, settings)
         chatlog = ChatLog(settings.logs_dir)
         recorder = metrics.Metrics(chosen)
         conversations = Conversations(chosen, settings, chatlog, recorder)
-        app.extensions["llmchat"] = Services(settings, chosen, conversations, chatlog, recorder)
+        app.extensions["llmchat"] = Services(
+            settings, chosen, conversations, chatlog, recorder, accounts.FailureLimiter(), admin
+        )
         log.info("serving; database %s, models %s", settings.db_path, settings.models_dir)
 
     @app.after_serving

@@ -27,7 +27,7 @@ from api.metrics import Metrics
 from api.schemas import ChatMessage as MessageOut
 from api.schemas import StartEvent
 from api.settings import ApiSettings
-from api.store import Chat, Message
+from api.store import Chat, Message, User
 from runtime.errors import GenerationFailed, ModelRuntimeError
 from runtime.interface import Event, FittedPrompt, ModelRuntime, Queued, WorkerInfo
 from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, Role, TokenChunk
@@ -55,6 +55,7 @@ class ActiveReply:
     runs one reply at a time; its stop signal belongs to this reply alone."""
 
     chat_id: str
+    owner: User
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     message_id: int | None = None
     handed_off: bool = False  # the reply's stream (or its clean-up) releases the chat once stored
@@ -113,28 +114,43 @@ class Conversations:
 
     # Chats
 
-    async def get(self, chat_id: str) -> Chat:
+    async def get(self, chat_id: str, owner: User) -> Chat:
+        """The owner's chat; another user's answers as if there were none (nothing of it leaks)."""
         try:
-            chat = await Chat.get_or_none(id=chat_id)
+            chat = await Chat.get_or_none(id=chat_id, owner_id=owner.id)
         except ValidationError:  # an id no chat can have (too long): the ORM refuses to look
             chat = None
         if chat is None:
-            shown = chat_id if len(chat_id) <= 80 else chat_id[:80] + "…"
-            raise ChatNotFound(f"no chat with id {shown!r}")
+            raise _not_found(chat_id)
         return chat
 
-    async def get_or_create(self, chat_id: str) -> Chat:
-        chat, created = await Chat.get_or_create(id=chat_id, defaults=self._defaults())
+    async def claim(self, chat_id: str, owner: User) -> tuple[Chat, bool]:
+        """The owner's chat, created if no chat has the id (and whether it was); another
+        user's id answers :class:`ChatNotFound`. Creating is atomic (the id is the key), so of
+        two users asking for one new id at once, one gets it and the other is refused before
+        anything is loaded for it."""
+        chat, created = await Chat.get_or_create(id=chat_id, defaults={**self._defaults(), "owner_id": owner.id})
+        if chat.owner_id != owner.id:
+            raise _not_found(chat_id)
         if created:
             await self.chatlog.write(chat_id, "chat created")
-        return chat
+        return chat, created
+
+    async def check_owner(self, chat_id: str, owner: User) -> None:
+        """Refuse (as not found) an id that is another user's chat; a free id passes."""
+        try:
+            found = await Chat.filter(id=chat_id).values_list("owner_id", flat=True)
+        except ValidationError:
+            found = []
+        if found and found[0] != owner.id:
+            raise _not_found(chat_id)
 
     def _defaults(self) -> dict[str, object]:
         s = self.settings
         return {"temperature": s.default_temperature, "top_p": s.default_top_p, "max_new_tokens": s.default_max_new_tokens}
 
-    async def delete(self, chat_id: str) -> None:
-        chat = await self.get(chat_id)
+    async def delete(self, chat_id: str, owner: User) -> None:
+        chat = await self.get(chat_id, owner)
         self.stop(chat_id)
         await self.runtime.unload(chat_id)
         await chat.delete()
@@ -153,11 +169,11 @@ class Conversations:
         """Whether a reply for the chat is in progress."""
         return chat_id in self._active
 
-    def _reserve(self, chat_id: str) -> ActiveReply:
+    def _reserve(self, chat_id: str, owner: User) -> ActiveReply:
         """Claim the chat for one reply. Synchronous, so two requests cannot both pass."""
         if chat_id in self._active:
             raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it")
-        active = self._active[chat_id] = ActiveReply(chat_id)
+        active = self._active[chat_id] = ActiveReply(chat_id, owner)
         return active
 
     def _release(self, active: ActiveReply) -> None:
@@ -167,14 +183,20 @@ class Conversations:
     # Models
 
     async def load(
-        self, chat_id: str, model: str, device: Device | None, backend: str | None = None,
+        self, chat_id: str, owner: User, model: str, device: Device | None, backend: str | None = None,
         idle_unload_s: float | None = None, parallel: int | None = None,
     ) -> WorkerInfo:
-        """Load a model for a chat, creating the chat once the load succeeded, and remember the choice."""
+        """Load a model for the owner's chat (a new id creates the chat, kept only if the load
+        succeeds), and remember the choice."""
         requested: Device = device or self.settings.default_device
-        worker = await self.runtime.load(chat_id, model, requested, backend, idle_unload_s, parallel)
+        chat, created = await self.claim(chat_id, owner)
+        try:
+            worker = await self.runtime.load(chat_id, model, requested, backend, idle_unload_s, parallel)
+        except BaseException:
+            if created:  # a refused load stores nothing
+                await asyncio.shield(self._forget(chat))
+            raise
         self.metrics.observe_load(worker)
-        chat = await self.get_or_create(chat_id)
         chat.model, chat.requested_device, chat.backend = worker.key.model, worker.key.requested_device, worker.key.backend
         await chat.save(update_fields=["model", "requested_device", "backend", "updated_at"])
         await self.chatlog.write(
@@ -183,7 +205,11 @@ class Conversations:
         )
         return worker
 
-    async def _ensure_loaded(self, chat_id: str, model: str | None, device: Device | None) -> WorkerInfo:
+    async def _forget(self, chat: Chat) -> None:
+        await chat.delete()
+        await self.chatlog.delete(chat.id)
+
+    async def _ensure_loaded(self, chat_id: str, owner: User, model: str | None, device: Device | None) -> WorkerInfo:
         held = self.runtime.holding(chat_id)
         if model is None:
             if held is None:
@@ -196,11 +222,13 @@ class Conversations:
         wanted = device or (held.key.requested_device if held and held.key.model == model else None)
         if held is not None and held.key.model == model and held.key.requested_device == (wanted or held.key.requested_device):
             return held
-        return await self.load(chat_id, model, wanted)
+        return await self.load(chat_id, owner, model, wanted)
 
     # Turns
 
-    async def start(self, chat_id: str, text: str | None, model: str | None = None, device: Device | None = None) -> Reply:
+    async def start(
+        self, chat_id: str, owner: User, text: str | None, model: str | None = None, device: Device | None = None
+    ) -> Reply:
         """Begin a reply: to ``text`` (a new user message), or with ``text=None`` to the chat's
         last message again (regenerate). Returns once the first token is there, or once the
         request is in line when every slot of the model is busy; raises, having stored
@@ -210,7 +238,8 @@ class Conversations:
                 f"the message has {len(text)} characters; the limit is {self.settings.max_message_chars}"
                 " (LLMCHAT_MAX_MESSAGE_CHARS)"
             )
-        active = self._reserve(chat_id)
+        await self.check_owner(chat_id, owner)
+        active = self._reserve(chat_id, owner)
         try:
             return await self._open(active, text, model, device)
         except BaseException:
@@ -221,9 +250,9 @@ class Conversations:
     async def _open(self, active: ActiveReply, text: str | None, model: str | None, device: Device | None) -> Reply:
         chat_id = active.chat_id
         if text is None:
-            await self.get(chat_id)  # regenerate: the chat must exist
-        worker = await self._ensure_loaded(chat_id, model, device)
-        chat = await self.get(chat_id)  # it exists once a model is loaded for it
+            await self.get(chat_id, active.owner)  # regenerate: the chat must exist
+        worker = await self._ensure_loaded(chat_id, active.owner, model, device)
+        chat = await self.get(chat_id, active.owner)  # it exists once a model is loaded for it
         stored = await Message.filter(chat=chat).order_by("id")
         replaced = None
         if text is None:
@@ -399,3 +428,8 @@ class _Turn:
     worker: WorkerInfo
     dropped: int
     started: float
+
+
+def _not_found(chat_id: str) -> ChatNotFound:
+    shown = chat_id if len(chat_id) <= 80 else chat_id[:80] + "…"
+    return ChatNotFound(f"no chat with id {shown!r}")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import uuid
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 from tortoise.functions import Count, Min
 
 from api import metrics, sse
+from api.auth import CREDENTIALS, current_identity, current_user, public, require_admin
 from api.conversation import Reply, message_out
-from api.errors import ApiError, ChatBusy, ReplyFailed
+from api.errors import ApiError, ChatBusy, ReplyFailed, Unauthenticated
+from api.openai_compat import openai_holder_prefix
 from api.openapi import streams_events
 from api.schemas import (
     BuildEntry,
@@ -89,10 +92,10 @@ async def _meta(chat: Chat, detail: bool = False, summary: tuple[int, str | None
 async def status(query_args: OptionalChatIdQuery) -> StatusResponse:
     """Loaded state of one chat (``?chat_id=``), or of the whole server."""
     runtime = services().runtime
-    workers = [_worker_state(w) for w in runtime.workers()]
     if query_args.chat_id is None:
+        workers = [await _visible(_worker_state(w)) for w in runtime.workers()]
         return StatusResponse(loaded=bool(workers), workers=workers)
-    chat = await services().conversations.get(query_args.chat_id)
+    chat = await services().conversations.get(query_args.chat_id, current_user())
     held = runtime.holding(chat.id)
     if held is None:
         return StatusResponse(loaded=False, chat_id=chat.id, model=chat.model, device=chat.requested_device,
@@ -101,11 +104,22 @@ async def status(query_args: OptionalChatIdQuery) -> StatusResponse:
                           backend=held.key.backend, running_on=held.running_on, context_length=held.context_length)
 
 
+async def _visible(state: WorkerState) -> WorkerState:
+    """Every user sees every worker (the machine is shared), but only administrators see
+    which chats of other users hold it."""
+    identity = current_identity()
+    if identity.admin:
+        return state
+    own = set(await Chat.filter(owner_id=identity.user.id, id__in=state.chats).values_list("id", flat=True))
+    mine = openai_holder_prefix(identity.user)
+    return state.model_copy(update={"chats": [c for c in state.chats if c in own or c.startswith(mine)]})
+
+
 @blueprint.get("/chats")
 @validate_response(ChatList)
 async def list_chats() -> ChatList:
-    """Every chat, most recently active first."""
-    chats = await Chat.all().order_by("-updated_at")
+    """Your chats, most recently active first."""
+    chats = await Chat.filter(owner_id=current_user().id).order_by("-updated_at")
     summaries = await _summaries([c.id for c in chats])
     return ChatList(chats=[await _meta(c, summary=summaries[c.id]) for c in chats])
 
@@ -115,7 +129,7 @@ async def list_chats() -> ChatList:
 @validate_response(History)
 async def history(query_args: ChatIdQuery) -> History:
     """The chat's messages in order, with each reply's metrics and status."""
-    chat = await services().conversations.get(query_args.chat_id)
+    chat = await services().conversations.get(query_args.chat_id, current_user())
     messages = await Message.filter(chat=chat).order_by("id")
     return History(chat_id=chat.id, messages=[message_out(m) for m in messages])
 
@@ -126,10 +140,12 @@ async def history(query_args: ChatIdQuery) -> History:
 async def load(data: LoadRequest) -> LoadResponse:
     """Load a model for a chat (creating the chat if its id is new) and remember the choice."""
     conversations = services().conversations
+    user = current_user()
+    await conversations.check_owner(data.chat_id, user)
     if conversations.answering(data.chat_id):  # a new model would end the reply under it
         raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it, then load")
     w = await conversations.load(
-        data.chat_id, data.model, data.device, data.backend, data.idle_unload_s, data.parallel
+        data.chat_id, user, data.model, data.device, data.backend, data.idle_unload_s, data.parallel
     )
     return LoadResponse(status="loaded", chat_id=data.chat_id, model=w.key.model, device=w.key.requested_device,
                         load_time_s=w.load_time_s, backend=w.key.backend, running_on=w.running_on,
@@ -142,7 +158,7 @@ async def load(data: LoadRequest) -> LoadResponse:
 async def unload(data: UnloadRequest) -> UnloadResponse:
     """Release the chat's model; its process ends unless another chat uses it. Settings stay."""
     s = services()
-    chat = await s.conversations.get(data.chat_id)
+    chat = await s.conversations.get(data.chat_id, current_user())
     s.conversations.stop(chat.id)
     result = await s.runtime.unload(chat.id)
     await s.chatlog.write(chat.id, f"unload: {result}")
@@ -162,7 +178,9 @@ async def chat(data: ChatRequest, query_args: ChatQuery) -> dict[str, object] | 
     """One chat turn. With ``"stream": true`` or ``Accept: text/event-stream``: server-sent events
     ``start``, ``token``..., then ``done`` (the stored reply) or ``error`` (see the schemas
     StartEvent, TokenEvent, ChatMessage and ErrorBody). A refused request stores nothing."""
-    reply = await services().conversations.start(data.chat_id, data.message, query_args.model, query_args.device)
+    reply = await services().conversations.start(
+        data.chat_id, current_user(), data.message, query_args.model, query_args.device
+    )
     return await _answer(reply, data.stream)
 
 
@@ -202,8 +220,16 @@ async def models() -> ModelList:
 
 
 @blueprint.get("/metrics")
+@public
 async def prometheus_metrics() -> Response:
-    """Prometheus metrics: workers, queue depth, tokens, time to first token, tokens/s, loads, deaths."""
+    """Prometheus metrics: workers, queue depth, tokens, time to first token, tokens/s, loads, deaths.
+    For an administrator, or with ``Authorization: Bearer <LLMCHAT_METRICS_TOKEN>``."""
+    token = services().settings.metrics_token
+    sent = request.headers.get("Authorization", "").partition(" ")[2].strip()
+    if not (token and sent and hmac.compare_digest(sent.encode(), token.get_secret_value().encode())):
+        if g.get("identity") is None:
+            raise Unauthenticated(CREDENTIALS)
+        require_admin()
     body, content_type = metrics.render(services().metrics)
     return Response(body, content_type=content_type)
 
@@ -218,9 +244,9 @@ async def create_chat(data: CreateChatRequest) -> tuple[ChatMeta, int]:
     """Create a chat, optionally with a title, a system prompt and generation settings."""
     conversations = services().conversations
     chat_id = data.chat_id or uuid.uuid4().hex
-    if await Chat.exists(id=chat_id):
+    chat, created = await conversations.claim(chat_id, current_user())  # another user's id: 404
+    if not created:
         raise ApiError(f"a chat with id {chat_id!r} already exists")
-    chat = await conversations.get_or_create(chat_id)
     await _apply(chat, data)
     return await _meta(chat, detail=True), 201
 
@@ -228,7 +254,7 @@ async def create_chat(data: CreateChatRequest) -> tuple[ChatMeta, int]:
 @blueprint.get("/chats/<chat_id>")
 @validate_response(ChatDetail)
 async def get_chat(chat_id: str) -> ChatMeta:
-    return await _meta(await services().conversations.get(chat_id), detail=True)
+    return await _meta(await services().conversations.get(chat_id, current_user()), detail=True)
 
 
 @blueprint.patch("/chats/<chat_id>")
@@ -236,7 +262,7 @@ async def get_chat(chat_id: str) -> ChatMeta:
 @validate_response(ChatDetail)
 async def update_chat(chat_id: str, data: ChatSettings) -> ChatMeta:
     """Rename a chat or change its system prompt and generation settings."""
-    chat = await services().conversations.get(chat_id)
+    chat = await services().conversations.get(chat_id, current_user())
     await _apply(chat, data)
     return await _meta(chat, detail=True)
 
@@ -256,7 +282,7 @@ async def _apply(chat: Chat, data: ChatSettings) -> None:
 @validate_response(Deleted)
 async def delete_chat(chat_id: str) -> Deleted:
     """Delete a chat, its messages and its log file; its model is released."""
-    await services().conversations.delete(chat_id)
+    await services().conversations.delete(chat_id, current_user())
     return Deleted(deleted=True, chat_id=chat_id)
 
 
@@ -267,7 +293,7 @@ async def stop(chat_id: str, query_args: StopQuery) -> Stopped:
     """Stop the reply being generated (only reply ``message_id``, if given); the partial reply is kept
     with status ``stopped``."""
     conversations = services().conversations
-    await conversations.get(chat_id)
+    await conversations.get(chat_id, current_user())
     stopped = conversations.stop(chat_id, query_args.message_id)
     return Stopped(stopped=stopped is not None, chat_id=chat_id, message_id=stopped.message_id if stopped else None)
 
@@ -278,6 +304,6 @@ async def stop(chat_id: str, query_args: StopQuery) -> Stopped:
 @streams_events
 async def regenerate(chat_id: str, data: RegenerateRequest) -> dict[str, object] | Response:
     """Replace the last reply (or answer the last unanswered message) with a new one."""
-    reply = await services().conversations.start(chat_id, None)
+    reply = await services().conversations.start(chat_id, current_user(), None)
     return await _answer(reply, data.stream)
 

@@ -4,11 +4,17 @@ Hierarchy (the API's own errors; each carries its status)::
 
     ApiError                    400 unless a subclass says otherwise
     ├── MalformedRequest        400 a body or URL no route could use (see api/requests.py)
-    ├── ChatNotFound            404
+    ├── Unauthenticated         401 no credential, or one that is wrong, revoked or expired
+    ├── Forbidden               403 signed in, but the operation is an administrator's
+    ├── HostNotAllowed          403 the Host header names no name of this server (DNS rebinding)
+    ├── OriginNotAllowed        403 a browser request from a page of another site
+    ├── ChatNotFound            404 also another user's chat: its existence is not revealed
+    ├── KeyNotFound             404 no such API key of yours
     ├── NotLoaded               409 the chat has no model loaded and named none
     ├── MessageTooLong          413
     ├── UnsupportedMediaType    415 a JSON route got a body of another type
     ├── ChatBusy                429 a reply for this chat is still being generated
+    ├── TooManyAttempts         429 failed sign-ins: the account or the address waits
     └── ReplyFailed             the status of its cause: an accepted reply failed before its
                                 first token (it is stored; the body names its message_id)
 
@@ -52,7 +58,27 @@ class MalformedRequest(ApiError):
     status = 400
 
 
+class Unauthenticated(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class HostNotAllowed(ApiError):
+    status = 403
+
+
+class OriginNotAllowed(ApiError):
+    status = 403
+
+
 class ChatNotFound(ApiError):
+    status = 404
+
+
+class KeyNotFound(ApiError):
     status = 404
 
 
@@ -71,6 +97,14 @@ class UnsupportedMediaType(ApiError):
 class ChatBusy(ApiError):
     status = 429
     retry_after_s = 2.0
+
+
+class TooManyAttempts(ApiError):
+    status = 429
+
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 RUNTIME_STATUS: dict[type[rt.ModelRuntimeError], int] = {
@@ -176,6 +210,8 @@ async def _respond(info: ErrorInfo) -> Response:
     response.status_code = info.status
     if info.retry_after_s is not None:
         response.headers["Retry-After"] = str(max(1, round(info.retry_after_s)))
+    if info.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="llmchat"'
     return response
 
 

@@ -20,8 +20,10 @@ from quart import Blueprint, Response
 from quart_schema import validate_request
 
 from api import sse
+from api.auth import current_user
 from api.errors import MessageTooLong, describe, error_payload
 from api.services import services
+from api.store import User
 from runtime.errors import ModelRuntimeError
 from runtime.interface import Event, Queued, WorkerInfo
 from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
@@ -61,8 +63,13 @@ class CompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=-(2**63), lt=2**64, description="Same seed, same sampled reply.")
 
 
+def openai_holder_prefix(user: User) -> str:
+    """The runtime holds a model for each user of this API apart ("/" is in no chat id)."""
+    return f"openai/{user.id}/"
+
+
 def _holder(model: str) -> str:
-    return f"openai:{model}"
+    return openai_holder_prefix(current_user()) + model
 
 
 async def _worker_for(model: str) -> WorkerInfo:

@@ -287,3 +287,52 @@ STREAM_EVENTS: dict[str, type[BaseModel]] = {
     "done": ChatMessage,
     "error": ErrorBody,
 }
+
+
+# Accounts
+
+
+class LoginRequest(Strict):
+    username: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordChange(Strict):
+    current: str = Field(min_length=1, max_length=1024)
+    new: str = Field(min_length=8, max_length=1024)
+
+
+class Me(BaseModel):
+    id: int
+    name: str
+    role: Literal["admin", "user"]
+    via: Literal["session", "key", "local"] = Field(description="The credential this request came with.")
+
+
+class KeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=100, description="A label, to tell your keys apart.")
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    created_at: str
+    last_used_at: str | None = None
+    revoked: bool = False
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+class Revoked(BaseModel):
+    revoked: bool
+    id: str
+
+
+class SignedOut(BaseModel):
+    signed_out: bool

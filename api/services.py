@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from quart import current_app
 
+from api.accounts import FailureLimiter
 from api.chatlog import ChatLog
 from api.conversation import Conversations
 from api.metrics import Metrics
 from api.settings import ApiSettings
+from api.store import User
 from runtime.interface import ModelRuntime
 
 
@@ -20,6 +22,8 @@ class Services:
     conversations: Conversations
     chatlog: ChatLog
     metrics: Metrics
+    limiter: FailureLimiter  # failed sign-ins, per account and per address
+    local_user: User  # the first administrator: whom every request acts for with LLMCHAT_AUTH=off
 
 
 def services() -> Services:

@@ -6,9 +6,11 @@ configures the whole server. The README lists every variable.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 
 from runtime.protocol import Device
 from runtime.settings import PROJECT_ROOT, RuntimeSettings
@@ -24,8 +26,46 @@ class ApiSettings(RuntimeSettings):
         8000, ge=1, le=65535, validation_alias=AliasChoices("LLMCHAT_PORT", "PORT"),
         description="API port (LLMCHAT_PORT, else the platform's PORT).",
     )
+    auth: Literal["on", "off"] = Field(
+        "on", description="Accounts: 'off' is a single-user mode for one machine, allowed on loopback only."
+    )
+    session_idle_s: float = Field(12 * 3600, gt=0, description="A session ends after this long unused.")
+    session_max_s: float = Field(30 * 86400, gt=0, description="A session ends after this long, however used.")
+    cookie_secure: bool = Field(False, description="Mark the session cookie Secure (serve over TLS).")
+    metrics_token: SecretStr | None = Field(None, description="A bearer token that may read /metrics (a scraper's).")
     max_message_chars: int = Field(32_000, ge=1, description="Longest accepted chat message.")
     default_max_new_tokens: int = Field(256, ge=1, le=32_768, description="Reply length for new chats.")
     default_temperature: float = Field(0.7, ge=0, le=2, description="Temperature for new chats.")
     default_top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling for new chats.")
     default_device: Device = Field("auto", description="Device when none is given.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Names requests may call the API by (Host header) besides localhost, 127.0.0.1, ::1 and a "
+            "specific LLMCHAT_HOST, e.g. the public name a proxy serves it under (JSON list)."
+        ),
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Origins of other sites whose pages may call the API from a browser, e.g. "
+            "https://chat.example.org (JSON list); the API's own origin always may."
+        ),
+    )
+
+    def refuse_open_local_mode(self) -> None:
+        """Without accounts, anyone who reaches the port reads every chat: bind loopback only."""
+        if self.auth == "off" and not is_loopback(self.host):
+            raise SystemExit(
+                f"LLMCHAT_AUTH=off serves every chat to whoever reaches the port, so it binds loopback "
+                f"only, and LLMCHAT_HOST is {self.host}: bind 127.0.0.1, or leave authentication on"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

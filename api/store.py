@@ -16,6 +16,53 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 TITLE_CHARS = 60
 
 
+class User(Model):
+    """An account. Users are disabled, never deleted, so their chats keep an owner."""
+
+    id = fields.IntField(pk=True)
+    name = fields.CharField(max_length=64, unique=True)  # lower-case, see api.accounts.normalise_name
+    password_hash = fields.CharField(max_length=255)  # an Argon2id PHC string; never the password
+    role = fields.CharField(max_length=8, default="user")  # admin, user
+    disabled = fields.BooleanField(default=False)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "users"
+
+
+class UserSession(Model):
+    """A signed-in session: only the token's SHA-256 is stored."""
+
+    id = fields.IntField(pk=True)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="sessions", on_delete=fields.CASCADE
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_seen_at = fields.DatetimeField()  # idle expiry counts from here
+    expires_at = fields.DatetimeField()  # the longest a session lives, however busy
+
+    class Meta:
+        table = "sessions"
+
+
+class ApiKey(Model):
+    """An API key ``llmk_<id>_<secret>``: its id is public, only the whole key's SHA-256 is stored."""
+
+    id = fields.CharField(pk=True, max_length=16)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="api_keys", on_delete=fields.CASCADE
+    )
+    name = fields.CharField(max_length=100)
+    secret_hash = fields.CharField(max_length=64)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_used_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_keys"
+
+
 class Chat(Model):
     """A conversation and its settings. ``id`` may be chosen by the client (the dashboard uses UUIDs)."""
 
@@ -30,6 +77,10 @@ class Chat(Model):
     temperature = fields.FloatField(default=0.7)
     top_p = fields.FloatField(default=0.95)
     max_new_tokens = fields.IntField(default=256)
+    # Nullable only for SQLite's ALTER TABLE: every chat gets an owner (api.accounts.bootstrap).
+    owner: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="chats", null=True, on_delete=fields.RESTRICT
+    )
 
     messages: fields.ReverseRelation[Message]
 

@@ -204,6 +204,8 @@ run)
     ensure_gguf
     start_model_builder
     export LLMCHAT_HOST="${LLMCHAT_HOST:-127.0.0.1}" LLMCHAT_PORT="${LLMCHAT_PORT:-8000}"
+    # The dashboard cannot sign in yet: until it can, run keeps the API in local mode (loopback only).
+    export LLMCHAT_AUTH="${LLMCHAT_AUTH:-off}"
     export LLMCHAT_UI_HOST="${LLMCHAT_UI_HOST:-127.0.0.1}" LLMCHAT_UI_PORT="${LLMCHAT_UI_PORT:-5006}"
     export LLMCHAT_API_URL="${LLMCHAT_API_URL:-http://127.0.0.1:$LLMCHAT_PORT}"
     export PATH="$VENV/bin:$PATH"

@@ -80,19 +80,41 @@ class ServerProcess:
 
 
 class ApiServer(ServerProcess):
-    module = "api"
-    ready_path = "/status"
+    """The API. With accounts on (the default), an administrator ``tester`` and an API key
+    are made first with the real CLI; :attr:`headers` carries the key. ``auth="off"`` is the
+    single-user local mode, for tests of other things than accounts."""
 
-    def __init__(self, home: Path, models_dir: Path, **settings: str) -> None:
+    module = "api"
+    ready_path = "/openapi.json"  # public: it answers before anyone signs in
+
+    def __init__(self, home: Path, models_dir: Path, auth: str = "on", **settings: str) -> None:
         port = free_port()
         env = {
             "LLMCHAT_PORT": str(port),
             "LLMCHAT_DB_PATH": str(home / "chat.sqlite3"),
             "LLMCHAT_LOGS_DIR": str(home / "logs"),
             "LLMCHAT_MODELS_DIR": str(models_dir),
+            "LLMCHAT_AUTH": auth,
             **{f"LLMCHAT_{k.upper()}": v for k, v in settings.items()},
         }
         super().__init__(env, port)
+        self.key: str | None = None
+        self.headers: dict[str, str] = {}
+
+    def start(self, quiet: bool = False) -> None:
+        if self.env["LLMCHAT_AUTH"] == "on" and self.key is None:  # once: a restart keeps the database
+            self.key = self.add_user("tester", "admin")[1]
+            self.headers = {"Authorization": f"Bearer {self.key}"}
+        super().start(quiet)
+
+    def add_user(self, name: str, role: str = "user", password: str = "correct horse battery") -> tuple[str, str]:
+        """A user made with ``python -m api.users``: (password, API key)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "api.users", "add", name, "--role", role, "--password-stdin", "--key", "tests"],
+            input=password + "\n", env=self.env, capture_output=True, text=True, check=True,
+        )
+        key = next(line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("key: "))
+        return password, key
 
 
 class UiServer(ServerProcess):

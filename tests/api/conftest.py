@@ -14,6 +14,7 @@ from quart.typing import TestClientProtocol as QuartClient
 from api.app import create_app
 from api.settings import ApiSettings
 from runtime.default_model import GGUF_NAME
+from tests.auth import signed_in
 
 GGUF = GGUF_NAME
 
@@ -40,8 +41,9 @@ async def test_app(api_settings: ApiSettings) -> AsyncIterator[QuartTestApp]:
 
 
 @pytest.fixture(scope="module")
-def client(test_app: QuartTestApp) -> QuartClient:
-    return test_app.test_client()
+async def client(test_app: QuartTestApp) -> QuartClient:
+    """Signed in as an administrator (some tests read every worker's chats in /status)."""
+    return await signed_in(test_app, "tester")
 
 
 def sse_events(body: bytes) -> list[tuple[str, dict[str, Any]]]:

@@ -26,6 +26,7 @@ from quart.typing import TestClientProtocol as QuartClient
 from quart_schema import hide
 
 from api.app import create_app
+from tests.auth import signed_in
 from api.settings import ApiSettings
 from runtime.settings import PROJECT_ROOT
 from tests.servers import ApiServer, survivors
@@ -256,7 +257,7 @@ async def client(settings: ApiSettings) -> AsyncIterator[QuartClient]:
     app.add_url_rule("/broken", "broken", broken)
     app.add_url_rule("/v1/broken", "v1-broken", broken)
     async with app.test_app() as running:
-        yield running.test_client()
+        yield await signed_in(running, "tester")
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +314,7 @@ def test_bad_input_through_a_real_server(server: ApiServer, spec: dict[str, Any]
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for probe in sent:
             response = http.request(probe.method, httpx.URL(server.url + probe.url), content=probe.body,
-                                    headers=dict(probe.headers))
+                                    headers={**server.headers, **dict(probe.headers)})
             answer = Answer(response.status_code, response.headers.get("Content-Type", ""), response.text)
             failures += [f"{probe}: {p}" for p in problems(probe, answer, forbidden_paths(server_home, models_dir))]
     assert not failures, report(failures, len(sent))

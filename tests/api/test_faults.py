@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
 
 
 def test_killed_worker_ends_the_stream_with_an_error_event_within_a_second(server: ApiServer) -> None:
-    http = httpx.Client(base_url=server.url, timeout=60)
+    http = httpx.Client(base_url=server.url, timeout=60, headers=server.headers)
     http.post("/chats", json={"chat_id": "sse-kill", "max_new_tokens": 1000, "temperature": 0})
     http.post("/load", json={"chat_id": "sse-kill", "model": GGUF, "device": "cpu"}).raise_for_status()
     worker = next(w["pid"] for w in http.get("/status").json()["workers"] if "sse-kill" in w["chats"])
@@ -57,7 +57,7 @@ def test_killed_worker_ends_the_stream_with_an_error_event_within_a_second(serve
 
 
 def test_killed_api_leaves_no_worker_and_loses_no_message(server: ApiServer) -> None:
-    http = httpx.Client(base_url=server.url, timeout=60)
+    http = httpx.Client(base_url=server.url, timeout=60, headers=server.headers)
     http.post("/chats", json={"chat_id": "crash", "max_new_tokens": 1000, "temperature": 0})
     http.post("/load", json={"chat_id": "crash", "model": GGUF, "device": "cpu"}).raise_for_status()
     worker = next(w["pid"] for w in http.get("/status").json()["workers"] if "crash" in w["chats"])
@@ -84,7 +84,7 @@ def test_killed_api_leaves_no_worker_and_loses_no_message(server: ApiServer) -> 
     assert not survivors({worker}, within_s=3), "the worker outlived the API"
 
     server.start(quiet=True)
-    messages = httpx.get(f"{server.url}/history", params={"chat_id": "crash"}).json()["messages"]
+    messages = httpx.get(f"{server.url}/history", params={"chat_id": "crash"}, headers=server.headers).json()["messages"]
     assert [m["sender"] for m in messages] == ["user", "assistant"]
     assert messages[0]["text"] == ENDLESS
     assert messages[1]["status"] == "error" and messages[1]["text"].startswith("1, 2, 3")
@@ -94,7 +94,7 @@ def test_killed_api_leaves_no_worker_and_loses_no_message(server: ApiServer) -> 
 def test_fifty_load_unload_cycles_leak_nothing(server: ApiServer) -> None:
     assert server.process is not None
     api = psutil.Process(server.process.pid)
-    http = httpx.Client(base_url=server.url, timeout=60)
+    http = httpx.Client(base_url=server.url, timeout=60, headers=server.headers)
 
     def cycle() -> int:
         http.post("/load", json={"chat_id": "cycles", "model": GGUF, "device": "cpu"}).raise_for_status()
@@ -116,7 +116,7 @@ def test_fifty_load_unload_cycles_leak_nothing(server: ApiServer) -> None:
 
 def test_concurrent_streams_complete_or_get_a_clear_429(server: ApiServer) -> None:
     async def run() -> list[str]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=180) as http:
+        async with httpx.AsyncClient(base_url=server.url, timeout=180, headers=server.headers) as http:
             for chat in range(4):
                 await http.post("/chats", json={"chat_id": f"busy-{chat}", "max_new_tokens": 12, "temperature": 0})
                 await http.post("/load", json={"chat_id": f"busy-{chat}", "model": GGUF, "device": "cpu"})
@@ -157,7 +157,7 @@ def test_concurrent_streams_complete_or_get_a_clear_429(server: ApiServer) -> No
 
 
 def test_metrics_are_exposed_for_prometheus(server: ApiServer) -> None:
-    text = httpx.get(f"{server.url}/metrics").text
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers).text
     for name in ("llmchat_loaded_workers", "llmchat_queue_depth", "llmchat_worker_deaths_total",
                  "llmchat_tokens_generated_total", "llmchat_time_to_first_token_seconds_bucket",
                  "llmchat_tokens_per_second_bucket", "llmchat_load_seconds_bucket", "llmchat_replies_total",

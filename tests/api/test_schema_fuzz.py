@@ -35,7 +35,8 @@ def test_no_server_errors_and_valid_responses(tmp_path: Path, models_dir: Path) 
                     # Random chat ids would each load a real model; names and the rest stay fuzzed.
                     case.body["device"] = "gpu" if case.body.get("device") == "gpu" else "cpu"
                 response = case.call_and_validate(
-                    base_url=server.url, checks=[not_a_server_error, response_schema_conformance], timeout=60
+                    base_url=server.url, headers=server.headers,
+                    checks=[not_a_server_error, response_schema_conformance], timeout=60,
                 )
                 statuses.append(response.status_code)
 

@@ -27,7 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
 
 
 def test_streaming_over_http(server: ApiServer) -> None:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=60, headers=server.headers) as http:
         assert http.post("/load", json={"chat_id": "http-1", "model": GGUF}).status_code == 200
         http.patch("/chats/http-1", json={"temperature": 0})
         tokens, done = [], None
@@ -43,7 +43,7 @@ def test_streaming_over_http(server: ApiServer) -> None:
 
 
 def test_client_disconnect_stops_generation_and_keeps_the_partial(server: ApiServer) -> None:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with httpx.Client(base_url=server.url, timeout=60, headers=server.headers) as http:
         http.post("/chats", json={"chat_id": "http-2", "max_new_tokens": 500, "temperature": 0})
         http.post("/load", json={"chat_id": "http-2", "model": GGUF})
         received = 0
@@ -68,7 +68,7 @@ def test_client_disconnect_stops_generation_and_keeps_the_partial(server: ApiSer
 
 
 def test_official_openai_client(server: ApiServer) -> None:
-    client = OpenAI(base_url=server.url + "/v1", api_key="not-needed")
+    client = OpenAI(base_url=server.url + "/v1", api_key=server.key)
     assert GGUF in {m.id for m in client.models.list()}
     completion = client.chat.completions.create(
         model=GGUF, messages=[{"role": "user", "content": "What is the capital of France?"}], temperature=0, max_tokens=30
@@ -95,13 +95,13 @@ def test_official_openai_client(server: ApiServer) -> None:
 
 
 def test_history_survives_a_restart_and_no_worker_outlives_the_server(server: ApiServer) -> None:
-    before = httpx.get(server.url + "/history", params={"chat_id": "http-1"}).json()["messages"]
+    before = httpx.get(server.url + "/history", params={"chat_id": "http-1"}, headers=server.headers).json()["messages"]
     assert len(before) == 2
     workers = server.stop()
     assert workers, "the earlier tests loaded models"
     assert not survivors(workers)
     server.start()
-    after = httpx.get(server.url + "/history", params={"chat_id": "http-1"}).json()["messages"]
+    after = httpx.get(server.url + "/history", params={"chat_id": "http-1"}, headers=server.headers).json()["messages"]
     assert after == before
-    status = httpx.get(server.url + "/status", params={"chat_id": "http-1"}).json()
+    status = httpx.get(server.url + "/status", params={"chat_id": "http-1"}, headers=server.headers).json()
     assert status["loaded"] is False and status["model"] == GGUF

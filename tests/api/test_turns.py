@@ -18,12 +18,14 @@ from quart.typing import TestClientProtocol as QuartClient
 
 from api.app import create_app
 from api.settings import ApiSettings
+from api.store import User
 from runtime.builds import BuildState
 from runtime.errors import Busy
 from runtime.fake import FakeRuntime, fake_model
 from runtime.interface import WorkerInfo
 from runtime.protocol import ChatMessage, GenerationParams
 from tests.api.conftest import sse_events
+from tests.auth import signed_in
 
 MODEL = "fake.gguf"
 
@@ -47,8 +49,8 @@ async def app(settings: ApiSettings, fake: FakeRuntime) -> AsyncIterator[QuartTe
 
 
 @pytest.fixture(scope="module")
-def client(app: QuartTestApp) -> QuartClient:
-    return app.test_client()
+async def client(app: QuartTestApp) -> QuartClient:
+    return await signed_in(app, "tester")
 
 
 @pytest.fixture(autouse=True)
@@ -270,7 +272,8 @@ async def test_a_turn_whose_caller_goes_away_while_it_is_stored_still_gets_its_a
 
     conversations.chatlog = SlowLog()
     try:
-        turn = asyncio.ensure_future(conversations.start("vanish", "are you there?"))
+        owner = await User.get(name="tester")
+        turn = asyncio.ensure_future(conversations.start("vanish", owner, "are you there?"))
         await written.wait()
         turn.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -54,7 +54,7 @@ def main() -> None:
     server = ApiServer(Path(tempfile.mkdtemp(prefix="llmchat-bench-")), settings.models_dir)
     server.start(quiet=True)
     try:
-        http = httpx.Client(base_url=server.url, timeout=120)
+        http = httpx.Client(base_url=server.url, timeout=120, headers=server.headers)  # accounts on, as by default
         n_ctx = min(settings.n_ctx, 32768)
         llm = llama_cpp.Llama(str(settings.models_dir / GGUF_NAME), n_ctx=n_ctx, n_threads=settings.n_threads, verbose=False)
         in_process(llm, -1, 8)

@@ -586,8 +586,9 @@ def main() -> None:
     # Our worker's queue must hold every stream of a level: a 429 would void the run.
     common = {"n_threads": str(threads), "max_queue": str(max(64, 4 * max(args.n)))}
     homes = [Path(tempfile.mkdtemp(prefix="llmchat-bench-")) for _ in range(2)]  # throw-away databases and logs
-    api = ApiServer(homes[0], settings.models_dir, parallel=str(p), **common)
-    serial_api = ApiServer(homes[1], settings.models_dir, parallel="1", **common)
+    # Local mode: what is measured is batching (loopback only; accounts cost one lookup a request).
+    api = ApiServer(homes[0], settings.models_dir, auth="off", parallel=str(p), **common)
+    serial_api = ApiServer(homes[1], settings.models_dir, auth="off", parallel="1", **common)
     llama_args = ["-m", str(gguf), "-np", str(p), "-c", str(p * CONTEXT_PER_SEQUENCE), "-t", str(threads),
                   *shlex.split(args.llama_server_args)]
     llama = LlamaServer(binary, llama_args, Path(tempfile.mkdtemp(prefix="llmchat-bench-")) / "llama-server.log")

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[ApiServer, UiServer]]:
-    api = ApiServer(tmp_path_factory.mktemp("ui-api"), models_dir, max_message_chars=str(LIMIT))
+    # Local mode: the dashboard does not sign in yet (issue 12, a later slice).
+    api = ApiServer(tmp_path_factory.mktemp("ui-api"), models_dir, auth="off", max_message_chars=str(LIMIT))
     api.start(quiet=True)
     ui = UiServer(api.url)
     ui.start(quiet=True)
@@ -200,7 +201,7 @@ def test_narrow_window_stays_readable(browser: Browser, servers: tuple[ApiServer
 
 def test_empty_models_folder_says_what_to_do(browser: Browser, tmp_path: Path) -> None:
     (tmp_path / "empty-models").mkdir()
-    api = ApiServer(tmp_path, tmp_path / "empty-models")
+    api = ApiServer(tmp_path, tmp_path / "empty-models", auth="off")
     api.start(quiet=True)
     ui = UiServer(api.url)
     ui.start(quiet=True)

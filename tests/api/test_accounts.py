@@ -1,0 +1,282 @@
+"""Accounts through the real app (fake runtime): who may do what, on every route.
+
+The route matrix is generated from ``/openapi.json``, so a new route is covered without
+editing this file: without a credential every operation but the public ones answers 401;
+with user B's credential, anything about user A's chat answers 404 (its existence is not
+revealed) and leaves A's chat as it was; a revoked key, a signed-out session and a
+disabled user's session answer 401; a non-administrator gets 403 where an administrator's
+right is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+from quart.typing import TestAppProtocol as QuartTestApp
+from quart.typing import TestClientProtocol as QuartClient
+
+from api import accounts
+from api.app import create_app
+from api.settings import ApiSettings
+from api.store import User
+from runtime.default_model import GGUF_NAME
+from runtime.fake import FakeRuntime, fake_model
+from tests.api.test_bad_input import HTTP_METHODS, _resolve, _sample
+from tests.auth import PASSWORD, add_user, bearer, signed_in
+from tests.servers import ApiServer, survivors
+
+MODEL = "fake.gguf"
+A_CHAT = "alice-chat"
+PUBLIC = {"GET /openapi.json", "GET /docs", "POST /auth/login", "GET /metrics"}  # /metrics checks its own
+ADMIN_ONLY = {"GET /metrics"}
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> ApiSettings:
+    home = tmp_path_factory.mktemp("accounts")
+    return ApiSettings(models_dir=home / "models", db_path=home / "chat.sqlite3", logs_dir=home / "logs",
+                       state_dir=home, session_idle_s=3600)
+
+
+@pytest.fixture(scope="module")
+async def app(settings: ApiSettings) -> AsyncIterator[QuartTestApp]:
+    fake = FakeRuntime([fake_model(MODEL)], token_delay_s=0.0, reply_words=5)
+    async with create_app(settings, runtime=fake).test_app() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def alice(app: QuartTestApp) -> QuartClient:
+    client = await signed_in(app, "alice", "user")
+    assert (await client.post("/load", json={"chat_id": A_CHAT, "model": MODEL})).status_code == 200
+    assert (await client.post("/chat", json={"chat_id": A_CHAT, "message": "hello"})).status_code == 200
+    return client
+
+
+@pytest.fixture(scope="module")
+async def bob_key(app: QuartTestApp) -> str:
+    await add_user("bob", "user")
+    _, key = await accounts.create_key(await User.get(name="bob"), "tests")
+    return key
+
+
+@pytest.fixture(scope="module")
+async def spec(app: QuartTestApp) -> dict[str, Any]:
+    response = await app.test_client().get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = await response.get_json()
+    return document
+
+
+def _operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(m.upper(), path, op) for path, ops in spec["paths"].items() for m, op in ops.items() if m in HTTP_METHODS]
+
+
+def _request(spec: dict[str, Any], method: str, template: str, op: dict[str, Any], chat_id: str) -> dict[str, Any]:
+    """A well-formed request for the operation, naming ``chat_id`` wherever it takes a chat id."""
+    path = re.sub(r"\{chat_id\}", chat_id, template)
+    path = re.sub(r"\{[^}]+\}", "some-id", path)
+    query = {p["name"]: chat_id if p["name"] == "chat_id" else _sample(spec, p.get("schema", {}))
+             for p in op.get("parameters", []) if p["in"] == "query" and p.get("required")}
+    if any(p["name"] == "chat_id" for p in op.get("parameters", []) if p["in"] == "query"):
+        query["chat_id"] = chat_id
+    schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    body = None
+    if schema is not None:
+        body = _sample(spec, schema)
+        if "chat_id" in _resolve(spec, schema).get("properties", {}):
+            body["chat_id"] = chat_id
+        if "model" in body:
+            body["model"] = MODEL
+        if "message" in body:
+            body["message"] = "from someone else"
+    return {"path": path, "method": method, "query_string": query, **({"json": body} if body is not None else {})}
+
+
+def _chat_scoped(spec: dict[str, Any], template: str, op: dict[str, Any]) -> bool:
+    if "{chat_id}" in template or any(p["name"] == "chat_id" for p in op.get("parameters", [])):
+        return True
+    schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    return schema is not None and "chat_id" in _resolve(spec, schema).get("properties", {})
+
+
+def _error(body: dict[str, Any]) -> str:
+    """The error's name, in the API's shape or OpenAI's (under /v1)."""
+    error = body.get("error")
+    return str(error["type"] if isinstance(error, dict) else error)
+
+
+async def _history(client: QuartClient) -> list[dict[str, Any]]:
+    response = await client.get("/history", query_string={"chat_id": A_CHAT})
+    assert response.status_code == 200
+    messages: list[dict[str, Any]] = (await response.get_json())["messages"]
+    return messages
+
+
+async def test_without_a_credential_every_route_but_the_public_ones_is_401(
+    app: QuartTestApp, spec: dict[str, Any]
+) -> None:
+    anonymous = app.test_client()
+    operations = _operations(spec)
+    assert len(operations) >= 20
+    for method, template, op in operations:
+        if f"{method} {template}" in PUBLIC:
+            continue
+        response = await anonymous.open(**_request(spec, method, template, op, "anything"))
+        assert response.status_code == 401, f"{method} {template}: {response.status_code}"
+        assert _error(await response.get_json()) == "Unauthenticated"
+        assert "Bearer" in response.headers["WWW-Authenticate"]
+    assert (await anonymous.get("/no/such/route")).status_code == 401  # nothing is learnt without one
+    assert (await anonymous.get("/metrics")).status_code == 401
+
+
+async def test_another_users_chat_is_not_found_on_every_chat_route(
+    app: QuartTestApp, alice: QuartClient, bob_key: str, spec: dict[str, Any]
+) -> None:
+    before = await _history(alice)
+    bob = app.test_client()
+    scoped = [(m, t, op) for m, t, op in _operations(spec) if _chat_scoped(spec, t, op)]
+    assert len(scoped) >= 10
+    for method, template, op in scoped:
+        response = await bob.open(**_request(spec, method, template, op, A_CHAT), headers=bearer(bob_key))
+        body = await response.get_json() if response.mimetype == "application/json" else {}
+        assert response.status_code == 404, f"{method} {template}: {response.status_code} {body}"
+        assert _error(body) == "ChatNotFound"
+    # Alice's chat is as it was, and still loaded for her.
+    assert await _history(alice) == before
+    status = await (await alice.get("/status", query_string={"chat_id": A_CHAT})).get_json()
+    assert status["loaded"] is True
+    listed = await (await bob.get("/chats", headers=bearer(bob_key))).get_json()
+    assert A_CHAT not in [c["chat_id"] for c in listed["chats"]]
+
+
+async def test_status_shows_every_worker_but_other_users_chats_only_to_admins(
+    app: QuartTestApp, alice: QuartClient, bob_key: str
+) -> None:
+    bob_status = await (await app.test_client().get("/status", headers=bearer(bob_key))).get_json()
+    assert bob_status["workers"] and all(A_CHAT not in w["chats"] for w in bob_status["workers"])
+    admin = await signed_in(app, "root", "admin")
+    admin_status = await (await admin.get("/status")).get_json()
+    assert any(A_CHAT in w["chats"] for w in admin_status["workers"])
+    assert (await admin.get("/metrics")).status_code == 200
+    assert (await alice.get("/metrics")).status_code == 403
+
+
+async def test_keys_are_shown_once_stored_hashed_and_revoked_at_once(
+    app: QuartTestApp, alice: QuartClient, settings: ApiSettings
+) -> None:
+    created = await alice.post("/auth/keys", json={"name": "laptop"})
+    assert created.status_code == 201
+    key = (await created.get_json())["key"]
+    client = app.test_client()
+    me = await (await client.get("/auth/me", headers=bearer(key))).get_json()
+    assert me["name"] == "alice" and me["via"] == "key"
+    listed = await (await alice.get("/auth/keys")).get_json()
+    assert "key" not in listed["keys"][0] and listed["keys"][0]["name"] == "laptop"
+    raw = settings.db_path.read_bytes() + settings.db_path.with_name(settings.db_path.name + "-wal").read_bytes()
+    assert key.encode() not in raw
+    key_id = key.split("_")[1]
+    assert (await alice.delete(f"/auth/keys/{key_id}")).status_code == 200
+    assert (await client.get("/chats", headers=bearer(key))).status_code == 401
+    assert (await app.test_client().delete(f"/auth/keys/{key_id}", headers=bearer(key))).status_code == 401
+
+
+async def test_passwords_are_argon2id_and_sessions_end_on_sign_out_disable_and_reset(
+    app: QuartTestApp, settings: ApiSettings
+) -> None:
+    carol = await signed_in(app, "carol", "user")
+    with sqlite3.connect(settings.db_path) as db:
+        hashes = [row[0] for row in db.execute("SELECT password_hash FROM users")]
+    assert hashes and all(h.startswith("$argon2id$") for h in hashes)
+    assert not any(PASSWORD in h for h in hashes)
+    assert (await carol.get("/chats")).status_code == 200
+    assert (await carol.post("/auth/logout")).status_code == 200
+    assert (await carol.get("/chats")).status_code == 401  # the cookie is gone...
+    again = await signed_in(app, "carol", "user")
+    cookie = next(c for c in again.cookie_jar if c.name == "llmchat_session")  # type: ignore[attr-defined]
+    assert cookie.has_nonstandard_attr("HttpOnly") or cookie._rest.get("HttpOnly") is not None  # type: ignore[attr-defined]
+    stolen = {"Authorization": f"Bearer {cookie.value}"}
+    await again.post("/auth/logout")
+    assert (await app.test_client().get("/chats", headers=stolen)).status_code == 401  # ...and ended server-side
+    dave = await signed_in(app, "dave", "user")
+    await accounts.set_disabled(await User.get(name="dave"), True)
+    assert (await dave.get("/chats")).status_code == 401
+    assert (await app.test_client().post("/auth/login", json={"username": "dave", "password": PASSWORD})
+            ).status_code == 401
+    erin = await signed_in(app, "erin", "user")
+    changed = await erin.post("/auth/password", json={"current": PASSWORD, "new": "another good password"})
+    assert changed.status_code == 200
+    assert (await erin.get("/chats")).status_code == 401
+
+
+async def test_the_sixth_failed_sign_in_within_a_minute_is_429(app: QuartTestApp) -> None:
+    await add_user("frank", "user")
+    client = app.test_client()
+
+    async def login(name: str, password: str, address: str) -> Any:
+        return await client.post("/auth/login", json={"username": name, "password": password},
+                                 scope_base={"client": (address, 40000)})
+
+    answers = [await login("frank", "not the password", "10.0.0.1") for _ in range(6)]
+    assert [a.status_code for a in answers] == [401] * 5 + [429]
+    assert int(answers[-1].headers["Retry-After"]) > 0
+    # Even the right password, from elsewhere, waits while the account is limited.
+    assert (await login("frank", PASSWORD, "10.0.0.2")).status_code == 429
+    # An address that tries many names is limited too; an unknown name answers as a wrong password.
+    tries = [await login(f"nobody{i}", "x" * 8, "10.0.0.3") for i in range(6)]
+    assert [a.status_code for a in tries] == [401] * 5 + [429]
+    assert {(await a.get_json())["detail"] for a in tries[:5]} == {accounts.WRONG}
+
+
+async def test_a_new_chat_id_of_another_user_is_refused_and_leaves_their_model_loaded(
+    app: QuartTestApp, alice: QuartClient, bob_key: str
+) -> None:
+    bob = app.test_client()
+    for route, body in (("/chats", {"chat_id": A_CHAT}), ("/load", {"chat_id": A_CHAT, "model": MODEL})):
+        response = await bob.post(route, json=body, headers=bearer(bob_key))
+        assert response.status_code == 404
+    status = await (await alice.get("/status", query_string={"chat_id": A_CHAT})).get_json()
+    assert status["loaded"] is True
+    own = await bob.post("/chats", json={"chat_id": "bobs-own"}, headers=bearer(bob_key))
+    assert own.status_code == 201
+
+
+def test_local_mode_refuses_to_start_on_a_non_loopback_address(tmp_path: Path) -> None:
+    env = {**os.environ, "LLMCHAT_AUTH": "off", "LLMCHAT_HOST": "0.0.0.0", "LLMCHAT_PORT": "1",
+           "LLMCHAT_DB_PATH": str(tmp_path / "db.sqlite3"), "LLMCHAT_LOGS_DIR": str(tmp_path / "logs")}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "api"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and time.monotonic() - started < 30
+    assert "LLMCHAT_AUTH=off" in done.stderr and "loopback" in done.stderr
+    assert not (tmp_path / "db.sqlite3").exists()  # it stopped before opening anything
+
+
+def test_the_openai_client_works_with_a_key_and_refuses_a_wrong_one(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> None:
+    server = ApiServer(tmp_path_factory.mktemp("accounts-server"), models_dir, n_ctx="1024")
+    server.start(quiet=True)
+    try:
+        _, key = server.add_user("grace")
+        client = OpenAI(base_url=server.url + "/v1", api_key=key)
+        reply = client.chat.completions.create(
+            model=GGUF_NAME, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0
+        )
+        assert reply.choices[0].message.content
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=server.url + "/v1", api_key="llmk_000000000000_wrong").models.list()
+        assert httpx.get(server.url + "/chats").status_code == 401
+    finally:
+        assert not survivors(server.stop())
