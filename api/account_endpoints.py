@@ -64,7 +64,9 @@ async def login(data: LoginRequest) -> Response:
 @document_response(SignedOut)
 async def logout() -> Response:
     """End this session (a key stays valid: revoke it instead)."""
-    await accounts.sign_out(current_identity())
+    identity = current_identity()
+    await accounts.sign_out(identity)
+    await accounts.audit("sign_out", identity.user, client=client_address())
     response = jsonify(SignedOut(signed_out=True).model_dump())
     clear_session_cookie(response, services().settings)
     return response
@@ -85,10 +87,11 @@ async def change_password(data: PasswordChange) -> SignedOut:
     s = services()
     user = current_user()
     try:
-        await accounts.sign_in(s.limiter, user.name, data.current, client_address(), 1)
+        await accounts.check_credentials(s.limiter, user.name, data.current, client_address())
     except Unauthenticated:
         raise ApiError("the current password is wrong") from None
     await accounts.set_password(user, data.new)
+    await accounts.audit("password_changed", user, target=user.name, client=client_address())
     return SignedOut(signed_out=True)
 
 
@@ -106,6 +109,7 @@ async def list_keys() -> KeyList:
 async def create_key(data: KeyCreate) -> tuple[KeyCreated, int]:
     """A new API key for ``Authorization: Bearer``; the response is the only time it is shown."""
     key, secret = await accounts.create_key(current_user(), data.name)
+    await accounts.audit("key_created", current_user(), target=key.id, client=client_address())
     return KeyCreated(**_key_out(key).model_dump(), key=secret), 201
 
 
@@ -115,4 +119,5 @@ async def revoke_key(key_id: str) -> Revoked:
     """Revoke one of your keys: it stops working at once."""
     if not await accounts.revoke_key(current_user(), key_id):
         raise KeyNotFound(f"you have no active key {key_id[:40]!r}")
+    await accounts.audit("key_revoked", current_user(), target=key_id, client=client_address())
     return Revoked(revoked=True, id=key_id)

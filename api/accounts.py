@@ -27,7 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from api.errors import ApiError, TooManyAttempts, Unauthenticated
-from api.store import ApiKey, Chat, User, UserSession
+from api.store import ApiKey, AuditEntry, Chat, User, UserSession
 
 Role = Literal["admin", "user"]
 SESSION_PREFIX, KEY_PREFIX = "llms_", "llmk_"
@@ -178,12 +178,23 @@ async def bootstrap() -> tuple[User, str | None]:
     return first, password
 
 
+# The audit log
+
+
+async def audit(action: str, actor: User | None = None, *, actor_name: str | None = None,
+                target: str | None = None, client: str | None = None, detail: dict[str, object] | None = None) -> None:
+    """Record an action. ``actor_name`` defaults to the actor's; it is what was typed for a failed sign-in."""
+    await AuditEntry.create(action=action, actor=actor, actor_name=(actor_name or (actor.name if actor else None)),
+                            target=target[:200] if target else None, client=client[:64] if client else None,
+                            detail=detail)
+
+
 # Sessions
 
 
-async def sign_in(limiter: FailureLimiter, name: str, password: str, client: str, max_s: float) -> tuple[User, str]:
-    """A new session token for a right name and password; :class:`Unauthenticated` (the same
-    for every wrong case) or :class:`TooManyAttempts` otherwise."""
+async def check_credentials(limiter: FailureLimiter, name: str, password: str, client: str) -> User:
+    """The user a right name and password belong to; :class:`Unauthenticated` (the same for
+    every wrong case, recorded) or :class:`TooManyAttempts` otherwise."""
     keys = (f"user:{name.strip().lower()[:64]}", f"addr:{client}")
     if (wait := limiter.retry_after(*keys)) is not None:
         raise TooManyAttempts(f"too many failed sign-ins; try again in {max(1, round(wait))} s", wait)
@@ -191,11 +202,19 @@ async def sign_in(limiter: FailureLimiter, name: str, password: str, client: str
     right = await _verify(user.password_hash if user else None, password)
     if user is None or not right or user.disabled:
         limiter.fail(*keys)
+        await audit("sign_in_failed", user, actor_name=name.strip()[:64], client=client)
         raise Unauthenticated(WRONG)
     limiter.clear(keys[0])
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = await hash_password(password)
         await user.save(update_fields=["password_hash"])
+    return user
+
+
+async def sign_in(limiter: FailureLimiter, name: str, password: str, client: str, max_s: float) -> tuple[User, str]:
+    """A new session token for a right name and password (see :func:`check_credentials`)."""
+    user = await check_credentials(limiter, name, password, client)
+    await audit("sign_in", user, client=client)
     token = SESSION_PREFIX + secrets.token_urlsafe(32)
     now = _now()
     await UserSession.create(token_hash=_digest(token), user=user, last_seen_at=now,

@@ -9,7 +9,7 @@ import logging
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from api import account_endpoints, accounts, auth, endpoints, errors, hosts, metrics, openai_compat, requests
+from api import account_endpoints, accounts, admin_endpoints, auth, endpoints, errors, hosts, metrics, openai_compat, requests
 from api.chatlog import ChatLog, configure_logging
 from api.conversation import Conversations
 from api.openapi import LlmchatOpenAPI
@@ -43,6 +43,7 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
     hosts.register(app)
     auth.register(app)
     app.register_blueprint(account_endpoints.blueprint)
+    app.register_blueprint(admin_endpoints.blueprint)
     app.register_blueprint(endpoints.blueprint)
     app.register_blueprint(openai_compat.blueprint)
 

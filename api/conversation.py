@@ -165,6 +165,13 @@ class Conversations:
         active.stop.set()
         return active
 
+    def stop_user(self, user_id: int) -> int:
+        """Stop every reply in progress in the user's chats (a disabled user); how many."""
+        stopping = [a for a in self._active.values() if a.owner.id == user_id]
+        for active in stopping:
+            active.stop.set()
+        return len(stopping)
+
     def answering(self, chat_id: str) -> bool:
         """Whether a reply for the chat is in progress."""
         return chat_id in self._active

@@ -51,7 +51,7 @@ from runtime.interface import WorkerInfo
 blueprint = Blueprint("endpoints", __name__)
 
 
-def _worker_state(w: WorkerInfo) -> WorkerState:
+def worker_state(w: WorkerInfo) -> WorkerState:
     return WorkerState(
         model=w.key.model, device=w.key.requested_device, backend=w.key.backend, running_on=w.running_on,
         pid=w.pid, context_length=w.context_length, load_time_s=w.load_time_s, chats=list(w.holders), busy=w.busy,
@@ -93,7 +93,7 @@ async def status(query_args: OptionalChatIdQuery) -> StatusResponse:
     """Loaded state of one chat (``?chat_id=``), or of the whole server."""
     runtime = services().runtime
     if query_args.chat_id is None:
-        workers = [await _visible(_worker_state(w)) for w in runtime.workers()]
+        workers = [await _visible(worker_state(w)) for w in runtime.workers()]
         return StatusResponse(loaded=bool(workers), workers=workers)
     chat = await services().conversations.get(query_args.chat_id, current_user())
     held = runtime.holding(chat.id)

@@ -10,7 +10,10 @@ Hierarchy (the API's own errors; each carries its status)::
     ├── OriginNotAllowed        403 a browser request from a page of another site
     ├── ChatNotFound            404 also another user's chat: its existence is not revealed
     ├── KeyNotFound             404 no such API key of yours
+    ├── UserNotFound            404 no such user (administrators' routes)
+    ├── WorkerNotFound          404 no worker runs for that model, device and backend
     ├── NotLoaded               409 the chat has no model loaded and named none
+    ├── Conflict                409 an administrator's change that would leave no administrator
     ├── MessageTooLong          413
     ├── UnsupportedMediaType    415 a JSON route got a body of another type
     ├── ChatBusy                429 a reply for this chat is still being generated
@@ -82,7 +85,19 @@ class KeyNotFound(ApiError):
     status = 404
 
 
+class UserNotFound(ApiError):
+    status = 404
+
+
+class WorkerNotFound(ApiError):
+    status = 404
+
+
 class NotLoaded(ApiError):
+    status = 409
+
+
+class Conflict(ApiError):
     status = 409
 
 

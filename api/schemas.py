@@ -336,3 +336,89 @@ class Revoked(BaseModel):
 
 class SignedOut(BaseModel):
     signed_out: bool
+
+
+# Administration
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    role: Literal["admin", "user"]
+    disabled: bool
+    created_at: str
+    chats: int = Field(description="Chats the user owns.")
+
+
+class UserList(BaseModel):
+    users: list[UserOut]
+
+
+class UserCreate(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    role: Literal["admin", "user"] = "user"
+    password: str | None = Field(None, min_length=8, max_length=1024, description="Default: a random one, shown once.")
+
+
+class UserCreated(UserOut):
+    password: str | None = Field(None, description="The generated password, shown this once (null if you gave one).")
+
+
+class UserUpdate(Strict):
+    role: Literal["admin", "user"] | None = None
+    disabled: bool | None = Field(None, description="A disabled user's sessions end and their replies stop.")
+
+
+class PasswordReset(Strict):
+    password: str | None = Field(None, min_length=8, max_length=1024, description="Default: a random one, shown once.")
+
+
+class PasswordResetDone(BaseModel):
+    name: str
+    password: str | None = Field(None, description="The generated password, shown this once.")
+
+
+class Holder(BaseModel):
+    user: str | None = Field(description="Whose hold it is.")
+    chat_id: str | None = Field(description="The chat, or null for the OpenAI-compatible API.")
+    title: str | None = None
+
+
+class AdminWorker(WorkerState):
+    holders: list[Holder]
+
+
+class AdminWorkerList(BaseModel):
+    workers: list[AdminWorker]
+
+
+class WorkerUnload(Strict):
+    model: str = Field(min_length=1, max_length=255)
+    device: DeviceName
+    backend: BackendName
+
+
+class WorkerUnloaded(BaseModel):
+    unloaded: bool
+    model: str
+    holders: int = Field(description="Holds that were ended (each sees the reason in /status).")
+    process_exited: bool | None = None
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    actor: str | None
+    action: str
+    target: str | None = None
+    client: str | None = None
+    detail: dict[str, object] | None = None
+
+
+class AuditList(BaseModel):
+    entries: list[AuditOut]
+
+
+class AuditQuery(Strict):
+    before_id: int | None = Field(None, ge=1, description="Entries older than this one (for paging).")
+    limit: int = Field(100, ge=1, le=1000)

@@ -63,6 +63,26 @@ class ApiKey(Model):
         table = "api_keys"
 
 
+class AuditEntry(Model):
+    """Who did what to accounts and workers: sign-ins (failed ones too), keys, an
+    administrator's changes, force-unloads. Never a password or a key."""
+
+    id = fields.IntField(pk=True)
+    at = fields.DatetimeField(auto_now_add=True)
+    actor: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name=False, null=True, on_delete=fields.SET_NULL
+    )
+    actor_name = fields.CharField(max_length=64, null=True)  # as typed, for a failed sign-in; "cli"
+    action = fields.CharField(max_length=32)
+    target = fields.CharField(max_length=200, null=True)
+    client = fields.CharField(max_length=64, null=True)
+    detail = fields.JSONField(null=True)
+
+    class Meta:
+        table = "audit_log"
+        ordering = ["-id"]
+
+
 class Chat(Model):
     """A conversation and its settings. ``id`` may be chosen by the client (the dashboard uses UUIDs)."""
 

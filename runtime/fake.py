@@ -151,6 +151,18 @@ class FakeRuntime:
         del self._workers[key]
         return UnloadResult(key, worker.pid, True, True, 0, 0, 100.0)
 
+    async def unload_worker(self, key: WorkerKey, reason: str) -> UnloadResult | None:
+        worker = self._workers.pop(key, None)
+        if worker is None:
+            return None
+        worker.slots.fail_all(WorkerDied(f"the worker for {key.model} was stopped: {reason}"))
+        worker.killed.set()
+        for holder in worker.holders:
+            if self._held.get(holder) == key:
+                del self._held[holder]
+                self._reasons[holder] = reason
+        return UnloadResult(key, worker.pid, True, True, 0, 0, 100.0)
+
     def holding(self, holder: str) -> WorkerInfo | None:
         key = self._held.get(holder)
         worker = self._workers.get(key) if key else None

@@ -129,6 +129,12 @@ class ModelRuntime(Protocol):
         """Let go of what ``holder`` holds; the worker stops if nobody else holds it."""
         ...
 
+    async def unload_worker(self, key: WorkerKey, reason: str) -> UnloadResult | None:
+        """Stop a worker whoever holds it (an administrator's force-unload): its replies end
+        with an error, and each holder's :meth:`exit_reason` becomes ``reason``. None if no
+        such worker runs."""
+        ...
+
     def holding(self, holder: str) -> WorkerInfo | None:
         """The worker ``holder`` holds, if any."""
         ...

@@ -261,6 +261,13 @@ class Runtime:
             return UnloadResult(loaded.key, pid, False, False, None, len(loaded.holders))
         return await self._stop(loaded, reason=None)  # the holder is let go once the process is gone
 
+    async def unload_worker(self, key: WorkerKey, reason: str) -> UnloadResult | None:
+        loaded = self._workers.get(key)
+        if loaded is None or loaded.ready is None:
+            return None
+        log.info("%s: %s", key.model, reason)
+        return await self._stop(loaded, reason)
+
     async def _release(self, holder: str, key: WorkerKey) -> UnloadResult | None:
         loaded = self._workers.get(key)
         if loaded is None:

@@ -280,3 +280,65 @@ def test_the_openai_client_works_with_a_key_and_refuses_a_wrong_one(
         assert httpx.get(server.url + "/chats").status_code == 401
     finally:
         assert not survivors(server.stop())
+
+
+async def test_administrators_routes_are_403_for_everyone_else(
+    app: QuartTestApp, bob_key: str, spec: dict[str, Any]
+) -> None:
+    admin_only = [(m, t, op) for m, t, op in _operations(spec) if t.startswith("/admin")]
+    assert len(admin_only) >= 7
+    for method, template, op in admin_only:
+        response = await app.test_client().open(**_request(spec, method, template, op, "x"), headers=bearer(bob_key))
+        assert response.status_code == 403, f"{method} {template}: {response.status_code}"
+
+
+async def test_an_administrator_manages_users_and_every_action_is_audited(app: QuartTestApp) -> None:
+    admin = await signed_in(app, "root", "admin")
+    made = await admin.post("/admin/users", json={"name": "Heidi"})
+    assert made.status_code == 201
+    heidi = await made.get_json()
+    assert heidi["name"] == "heidi" and heidi["role"] == "user" and len(heidi["password"]) >= 12
+    client = app.test_client()
+    signed = await client.post("/auth/login", json={"username": "heidi", "password": heidi["password"]})
+    assert signed.status_code == 200
+    assert (await admin.patch("/admin/users/heidi", json={"disabled": True})).status_code == 200
+    assert (await client.get("/chats")).status_code == 401  # her session ended with the disable
+    assert (await admin.patch("/admin/users/heidi", json={"disabled": False, "role": "admin"})).status_code == 200
+    reset = await (await admin.post("/admin/users/heidi/password", json={})).get_json()
+    assert (await client.post("/auth/login", json={"username": "heidi", "password": reset["password"]})
+            ).status_code == 200
+    # No administrator can lock everyone out, starting with themselves.
+    assert (await admin.patch("/admin/users/root", json={"disabled": True})).status_code == 409
+    assert (await admin.patch("/admin/users/root", json={"role": "user"})).status_code == 409
+    assert (await admin.patch("/admin/users/nobody", json={"role": "user"})).status_code == 404
+    listed = {u["name"]: u for u in (await (await admin.get("/admin/users")).get_json())["users"]}
+    assert listed["heidi"]["role"] == "admin" and listed["alice"]["chats"] >= 1
+    entries = (await (await admin.get("/admin/audit", query_string={"limit": 1000})).get_json())["entries"]
+    actions = [(e["action"], e["actor"], e["target"]) for e in entries]
+    for expected in (("user_created", "root", "heidi"), ("user_updated", "root", "heidi"),
+                     ("password_reset", "root", "heidi"), ("sign_in", "heidi", None),
+                     ("sign_in_failed", "frank", None), ("key_revoked", "alice", None)):
+        assert expected[:2] in [a[:2] for a in actions], expected
+    assert not any(heidi["password"] in str(e) or reset["password"] in str(e) for e in entries)
+    older = (await (await admin.get("/admin/audit", query_string={"before_id": entries[0]["id"], "limit": 1})
+                    ).get_json())["entries"]
+    assert [e["id"] for e in older] == [entries[1]["id"]]
+
+
+async def test_an_administrator_force_unloads_a_worker_and_its_chats_say_why(
+    app: QuartTestApp, alice: QuartClient
+) -> None:
+    admin = await signed_in(app, "root", "admin")
+    machine = (await (await admin.get("/admin/workers")).get_json())["workers"]
+    worker = next(w for w in machine if any(h["chat_id"] == A_CHAT for h in w["holders"]))
+    assert {"user": "alice", "chat_id": A_CHAT, "title": None} in worker["holders"]
+    body = {"model": worker["model"], "device": worker["device"], "backend": worker["backend"]}
+    forced = await (await admin.post("/admin/workers/unload", json=body)).get_json()
+    assert forced["unloaded"] and forced["holders"] >= 1
+    status = await (await alice.get("/status", query_string={"chat_id": A_CHAT})).get_json()
+    assert status["loaded"] is False and status["reason"] == "unloaded by an administrator"
+    assert (await admin.post("/admin/workers/unload", json=body)).status_code == 404  # nothing runs it now
+    entries = (await (await admin.get("/admin/audit")).get_json())["entries"]
+    assert any(e["action"] == "force_unload" and e["actor"] == "root" for e in entries)
+    # Alice loads it again for her chat.
+    assert (await alice.post("/load", json={"chat_id": A_CHAT, "model": MODEL})).status_code == 200

@@ -101,6 +101,23 @@ async def test_two_holders_share_one_worker_until_both_release(runtime: Runtime)
     assert a.pid not in _children()
 
 
+async def test_a_forced_unload_ends_the_worker_for_every_holder_and_says_why(runtime: Runtime) -> None:
+    a = await runtime.load("forced-a", GGUF_NAME, "cpu")
+    await runtime.load("forced-b", GGUF_NAME, "cpu")
+    stream = asyncio.ensure_future(collect(runtime, "forced-a", ENDLESS, LONG))
+    while (worker := runtime.holding("forced-a")) is None or not worker.busy:
+        await asyncio.sleep(0.01)
+    result = await runtime.unload_worker(a.key, "unloaded by an administrator")
+    assert result is not None and result.stopped and result.exited
+    assert not psutil.pid_exists(a.pid)
+    with pytest.raises(WorkerDied):
+        await stream  # the reply it was generating ends with an error
+    for holder in ("forced-a", "forced-b"):
+        assert runtime.holding(holder) is None
+        assert runtime.exit_reason(holder) == "unloaded by an administrator"
+    assert await runtime.unload_worker(a.key, "again") is None
+
+
 async def test_concurrent_loads_of_one_model_start_one_process(runtime: Runtime) -> None:
     infos = await asyncio.gather(*(runtime.load(f"c{i}", GGUF_NAME, "cpu") for i in range(3)))
     assert len({i.pid for i in infos}) == 1
