@@ -15,27 +15,34 @@ from api.auth import (
     set_session_cookie,
 )
 from api.errors import ApiError, KeyNotFound, Unauthenticated
+from api.limits import Effective
 from api.schemas import (
     KeyCreate,
     KeyCreated,
     KeyList,
     KeyOut,
+    LimitsOut,
     LoginRequest,
     Me,
     PasswordChange,
     Revoked,
     SignedOut,
+    UsageOut,
 )
 from api.services import services
-from api.store import ApiKey
+from api.store import ApiKey, UsageDay
 
 blueprint = Blueprint("auth", __name__, url_prefix="/auth")
 
 
-def _me() -> Me:
-    identity = current_identity()
-    user = identity.user
-    return Me(id=user.id, name=user.name, role="admin" if user.role == "admin" else "user", via=identity.via)
+def limits_out(effective: Effective) -> LimitsOut:
+    return LimitsOut(loaded_models=effective.loaded_models, concurrent_replies=effective.concurrent_replies,
+                     tokens_per_day=effective.tokens_per_day)
+
+
+def usage_out(usage: UsageDay) -> UsageOut:
+    return UsageOut(day=usage.day.isoformat(), replies=usage.replies or 0, prompt_tokens=usage.prompt_tokens or 0,
+                    completion_tokens=usage.completion_tokens or 0)
 
 
 def _key_out(key: ApiKey) -> KeyOut:
@@ -75,8 +82,11 @@ async def logout() -> Response:
 @blueprint.get("/me")
 @validate_response(Me)
 async def me() -> Me:
-    """The user this request acts for."""
-    return _me()
+    """The user this request acts for, the limits that apply to them and what they used today."""
+    identity = current_identity()
+    user, limits = identity.user, services().limits
+    return Me(id=user.id, name=user.name, role="admin" if user.role == "admin" else "user", via=identity.via,
+              limits=limits_out(limits.effective(user)), today=usage_out(await limits.used_today(user.id)))
 
 
 @blueprint.post("/password")

@@ -9,11 +9,13 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 from tortoise.functions import Count
 
 from api import accounts
+from api.account_endpoints import limits_out, usage_out
 from api.auth import client_address, require_admin
 from api.endpoints import worker_state
 from api.errors import Conflict, UserNotFound, WorkerNotFound
 from api.schemas import (
     AdminWorker,
+    OverridesOut,
     AdminWorkerList,
     AuditList,
     AuditOut,
@@ -43,10 +45,18 @@ async def administrators_only() -> None:
     require_admin()
 
 
-async def _user_out(user: User) -> UserOut:
-    chats = await Chat.filter(owner_id=user.id).count()
-    return UserOut(id=user.id, name=user.name, role="admin" if user.role == "admin" else "user",
-                   disabled=user.disabled, created_at=user.created_at.isoformat(), chats=chats)
+async def _user_out(user: User, chats: int | None = None) -> UserOut:
+    if chats is None:
+        chats = await Chat.filter(owner_id=user.id).count()
+    limits = services().limits
+    return UserOut(
+        id=user.id, name=user.name, role="admin" if user.role == "admin" else "user", disabled=user.disabled,
+        created_at=user.created_at.isoformat(), chats=chats, limits=limits_out(limits.effective(user)),
+        overrides=OverridesOut(loaded_models=user.limit_loaded_models,
+                               concurrent_replies=user.limit_concurrent_replies,
+                               tokens_per_day=user.limit_tokens_per_day),
+        today=usage_out(await limits.used_today(user.id)),
+    )
 
 
 async def _user(name: str) -> User:
@@ -63,10 +73,7 @@ async def list_users() -> UserList:
     users = await User.all().order_by("id")
     counts = dict(await Chat.filter(owner_id__isnull=False).group_by("owner_id")
                   .annotate(n=Count("id")).values_list("owner_id", "n"))
-    return UserList(users=[
-        UserOut(id=u.id, name=u.name, role="admin" if u.role == "admin" else "user", disabled=u.disabled,
-                created_at=u.created_at.isoformat(), chats=counts.get(u.id, 0)) for u in users
-    ])
+    return UserList(users=[await _user_out(u, counts.get(u.id, 0)) for u in users])
 
 
 @blueprint.post("/users")
@@ -103,6 +110,11 @@ async def update_user(name: str, data: UserUpdate) -> UserOut:
         user.role = data.role
         await user.save(update_fields=["role"])
         changes["role"] = data.role
+    for field in ("limit_loaded_models", "limit_concurrent_replies", "limit_tokens_per_day"):
+        if field in data.model_fields_set and getattr(data, field) != getattr(user, field):
+            setattr(user, field, getattr(data, field))
+            await user.save(update_fields=[field])
+            changes[field] = getattr(data, field)
     if data.disabled is not None and data.disabled != user.disabled:
         await accounts.set_disabled(user, data.disabled)
         if data.disabled:

@@ -9,9 +9,21 @@ import logging
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-from api import account_endpoints, accounts, admin_endpoints, auth, endpoints, errors, hosts, metrics, openai_compat, requests
+from api import (
+    account_endpoints,
+    accounts,
+    admin_endpoints,
+    auth,
+    endpoints,
+    errors,
+    hosts,
+    metrics,
+    openai_compat,
+    requests,
+)
 from api.chatlog import ChatLog, configure_logging
 from api.conversation import Conversations
+from api.limits import Limits
 from api.openapi import LlmchatOpenAPI
 from api.services import Services
 from api.settings import ApiSettings
@@ -59,9 +71,10 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         chosen = runtime if runtime is not None else await asyncio.to_thread(Runtime, settings)
         chatlog = ChatLog(settings.logs_dir)
         recorder = metrics.Metrics(chosen)
-        conversations = Conversations(chosen, settings, chatlog, recorder)
+        limits = Limits(settings, chosen)
+        conversations = Conversations(chosen, settings, chatlog, recorder, limits)
         app.extensions["llmchat"] = Services(
-            settings, chosen, conversations, chatlog, recorder, accounts.FailureLimiter(), admin
+            settings, chosen, conversations, chatlog, recorder, accounts.FailureLimiter(), admin, limits
         )
         log.info("serving; database %s, models %s", settings.db_path, settings.models_dir)
 

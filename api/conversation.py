@@ -23,6 +23,7 @@ from tortoise.transactions import in_transaction
 
 from api.chatlog import ChatLog
 from api.errors import ApiError, ChatBusy, ChatNotFound, MessageTooLong, NotLoaded, ReplyFailed, describe
+from api.limits import Limits
 from api.metrics import Metrics
 from api.schemas import ChatMessage as MessageOut
 from api.schemas import StartEvent
@@ -104,11 +105,14 @@ async def _next_or_stop(events: AsyncGenerator[Event, None], stop: asyncio.Event
 class Conversations:
     """Runs chat turns against the runtime and keeps the database in step."""
 
-    def __init__(self, runtime: ModelRuntime, settings: ApiSettings, chatlog: ChatLog, metrics: Metrics) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, settings: ApiSettings, chatlog: ChatLog, metrics: Metrics, limits: Limits
+    ) -> None:
         self.runtime = runtime
         self.settings = settings
         self.chatlog = chatlog
         self.metrics = metrics
+        self.limits = limits
         self._active: dict[str, ActiveReply] = {}
         self._tasks: set[asyncio.Future[None]] = set()  # clean-ups that outlive their request
 
@@ -177,15 +181,18 @@ class Conversations:
         return chat_id in self._active
 
     def _reserve(self, chat_id: str, owner: User) -> ActiveReply:
-        """Claim the chat for one reply. Synchronous, so two requests cannot both pass."""
+        """Claim the chat for one reply, counted against its owner's replies at once.
+        Synchronous, so two requests cannot both pass."""
         if chat_id in self._active:
             raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it")
+        self.limits.begin_reply(owner)
         active = self._active[chat_id] = ActiveReply(chat_id, owner)
         return active
 
     def _release(self, active: ActiveReply) -> None:
         if self._active.get(active.chat_id) is active:
             del self._active[active.chat_id]
+            self.limits.end_reply(active.owner.id)
 
     # Models
 
@@ -196,6 +203,7 @@ class Conversations:
         """Load a model for the owner's chat (a new id creates the chat, kept only if the load
         succeeds), and remember the choice."""
         requested: Device = device or self.settings.default_device
+        await self.limits.check_load(owner, chat_id, model, requested)
         chat, created = await self.claim(chat_id, owner)
         try:
             worker = await self.runtime.load(chat_id, model, requested, backend, idle_unload_s, parallel)
@@ -272,7 +280,9 @@ class Conversations:
                     if m.role == "user" or (m.status != "streaming" and m.text)]
         if text is not None:
             history.append(ChatMessage("user", text))
-        params = GenerationParams(chat.max_new_tokens, chat.temperature, chat.top_p)
+        left = await self.limits.tokens_left(active.owner)
+        max_new = chat.max_new_tokens if left is None else min(chat.max_new_tokens, left)
+        params = GenerationParams(max_new, chat.temperature, chat.top_p)
         fitted = await self.runtime.fit(chat_id, history, params.max_new_tokens)
         started = time.perf_counter()
         events = self.runtime.generate(chat_id, fitted.messages, params, session=chat_id)
@@ -415,6 +425,8 @@ class Conversations:
             reply.tokens_per_s = reply.completion_tokens / total if total > 0 else 0.0
         await reply.save()
         await turn.chat.save(update_fields=["updated_at"])
+        if turn.chat.owner_id is not None:
+            await self.limits.record(turn.chat.owner_id, reply.prompt_tokens or 0, reply.completion_tokens or 0)
         self.metrics.observe_reply(turn.worker.key.model, reply.status, reply.completion_tokens or 0,
                                    reply.time_to_first_token_s or 0.0, reply.tokens_per_s or 0.0)
         note = f" ({reply.error})" if reply.error else ""

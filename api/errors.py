@@ -18,6 +18,7 @@ Hierarchy (the API's own errors; each carries its status)::
     ├── UnsupportedMediaType    415 a JSON route got a body of another type
     ├── ChatBusy                429 a reply for this chat is still being generated
     ├── TooManyAttempts         429 failed sign-ins: the account or the address waits
+    ├── LimitExceeded           429 a user's limit (models held, replies at once, tokens a day)
     └── ReplyFailed             the status of its cause: an accepted reply failed before its
                                 first token (it is stored; the body names its message_id)
 
@@ -112,6 +113,14 @@ class UnsupportedMediaType(ApiError):
 class ChatBusy(ApiError):
     status = 429
     retry_after_s = 2.0
+
+
+class LimitExceeded(ApiError):
+    status = 429
+
+    def __init__(self, detail: str, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
 
 
 class TooManyAttempts(ApiError):

@@ -8,6 +8,7 @@ OpenAI-style caller of that model.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -22,6 +23,7 @@ from quart_schema import validate_request
 from api import sse
 from api.auth import current_user
 from api.errors import MessageTooLong, describe, error_payload
+from api.limits import Limits
 from api.services import services
 from api.store import User
 from runtime.errors import ModelRuntimeError
@@ -73,11 +75,12 @@ def _holder(model: str) -> str:
 
 
 async def _worker_for(model: str) -> WorkerInfo:
-    runtime = services().runtime
-    held = runtime.holding(_holder(model))
+    s = services()
+    held = s.runtime.holding(_holder(model))
     if held is not None:
         return held
-    return await runtime.load(_holder(model), model, services().settings.default_device)
+    await s.limits.check_load(current_user(), _holder(model), model, s.settings.default_device)
+    return await s.runtime.load(_holder(model), model, s.settings.default_device)
 
 
 @blueprint.get("/models")
@@ -98,8 +101,11 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
     if any(len(m.content) > limit for m in messages):
         raise MessageTooLong(f"a message is longer than {limit} characters (LLMCHAT_MAX_MESSAGE_CHARS)")
     stop = tuple([data.stop] if isinstance(data.stop, str) else data.stop or [])
+    user = current_user()
+    left = await s.limits.tokens_left(user)
+    asked = data.max_completion_tokens or data.max_tokens or s.settings.default_max_new_tokens
     params = GenerationParams(
-        max_new_tokens=data.max_completion_tokens or data.max_tokens or s.settings.default_max_new_tokens,
+        max_new_tokens=asked if left is None else min(asked, left),
         temperature=s.settings.default_temperature if data.temperature is None else data.temperature,
         top_p=data.top_p or s.settings.default_top_p,
         stop=stop,
@@ -109,26 +115,33 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
     fitted = await s.runtime.fit(_holder(data.model), messages, params.max_new_tokens)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    s.limits.begin_reply(user)
+    counted = _Counted(s.limits, user.id)
     events = s.runtime.generate(_holder(data.model), fitted.messages, params)
     try:
         first = await _first_output(events, worker.key.model)  # refusals and failures in the queue keep their HTTP status
     except BaseException:
         await events.aclose()
+        s.limits.end_reply(user.id)
         raise
     if data.stream:
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        return sse.respond(_chunks(first, events, completion_id, created, worker.key.model, include_usage))
+        return sse.respond(_chunks(first, events, completion_id, created, worker.key.model, include_usage, counted))
     parts: list[str] = []
     finished: Finished | None = None
-    async with contextlib.aclosing(events) as stream:
-        event: Event | None = first
-        while event is not None:
-            if isinstance(event, TokenChunk):
-                parts.append(event.text)
-            elif isinstance(event, Finished):
-                finished = event
-                break
-            event = await anext(stream, None)
+    try:
+        async with contextlib.aclosing(events) as stream:
+            event: Event | None = first
+            while event is not None:
+                if isinstance(event, TokenChunk):
+                    parts.append(event.text)
+                    counted.tokens += 1
+                elif isinstance(event, Finished):
+                    finished = counted.finished = event
+                    break
+                event = await anext(stream, None)
+    finally:
+        await asyncio.shield(counted.settle())
     assert finished is not None
     return {
         "id": completion_id,
@@ -144,6 +157,22 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
         ],
         "usage": _usage(finished),
     }
+
+
+class _Counted:
+    """One /v1 reply's place among its user's replies at once, and its tokens for the day's usage."""
+
+    def __init__(self, limits: Limits, user_id: int) -> None:
+        self.limits = limits  # held here: a streamed reply ends outside the request's app context
+        self.user_id = user_id
+        self.tokens = 0  # chunks seen: the count when the worker's metrics never come
+        self.finished: Finished | None = None
+
+    async def settle(self) -> None:
+        limits = self.limits
+        limits.end_reply(self.user_id)
+        m = self.finished.metrics if self.finished is not None else None
+        await limits.record(self.user_id, m.prompt_tokens if m else 0, m.completion_tokens if m else self.tokens)
 
 
 async def _first_output(events: AsyncGenerator[Event, None], model: str) -> TokenChunk | Finished:
@@ -168,7 +197,7 @@ def _usage(finished: Finished) -> dict[str, Any]:
 
 async def _chunks(
     first: TokenChunk | Finished, events: AsyncGenerator[Event, None], completion_id: str, created: int, model: str,
-    include_usage: bool,
+    include_usage: bool, counted: _Counted,
 ) -> AsyncIterator[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None, usage: dict[str, Any] | None = None) -> bytes:
         body: dict[str, Any] = {
@@ -187,8 +216,10 @@ async def _chunks(
         event: Event | None = first
         while event is not None:
             if isinstance(event, TokenChunk):
+                counted.tokens += 1
                 yield chunk({"content": event.text}, None)
             elif isinstance(event, Finished):
+                counted.finished = event
                 yield chunk({}, _FINISH[event.finish_reason])
                 if include_usage:
                     yield chunk({}, None, _usage(event))
@@ -198,4 +229,5 @@ async def _chunks(
         yield f"data: {json.dumps(error_payload(describe(exc), openai=True))}\n\n".encode()
     finally:
         await events.aclose()
+        await asyncio.shield(counted.settle())
     yield b"data: [DONE]\n\n"

@@ -302,11 +302,32 @@ class PasswordChange(Strict):
     new: str = Field(min_length=8, max_length=1024)
 
 
+class LimitsOut(BaseModel):
+    loaded_models: int = Field(description="Models you may hold loaded at once (0: no limit).")
+    concurrent_replies: int = Field(description="Replies you may have generated at once (0: no limit).")
+    tokens_per_day: int = Field(description="Tokens you may generate a UTC day (0: no limit).")
+
+
+class OverridesOut(BaseModel):
+    loaded_models: int | None = None
+    concurrent_replies: int | None = None
+    tokens_per_day: int | None = None
+
+
+class UsageOut(BaseModel):
+    day: str
+    replies: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class Me(BaseModel):
     id: int
     name: str
     role: Literal["admin", "user"]
     via: Literal["session", "key", "local"] = Field(description="The credential this request came with.")
+    limits: LimitsOut | None = None
+    today: UsageOut | None = None
 
 
 class KeyCreate(Strict):
@@ -348,6 +369,9 @@ class UserOut(BaseModel):
     disabled: bool
     created_at: str
     chats: int = Field(description="Chats the user owns.")
+    limits: LimitsOut | None = Field(None, description="The limits that apply (the settings unless overridden).")
+    overrides: OverridesOut | None = Field(None, description="The administrator's overrides; null: the setting.")
+    today: UsageOut | None = None
 
 
 class UserList(BaseModel):
@@ -367,6 +391,9 @@ class UserCreated(UserOut):
 class UserUpdate(Strict):
     role: Literal["admin", "user"] | None = None
     disabled: bool | None = Field(None, description="A disabled user's sessions end and their replies stop.")
+    limit_loaded_models: int | None = Field(None, ge=0, le=1000, description="Override (0: none; null: the setting).")
+    limit_concurrent_replies: int | None = Field(None, ge=0, le=10_000, description="Override (0: none; null: the setting).")
+    limit_tokens_per_day: int | None = Field(None, ge=0, le=10**12, description="Override (0: none; null: the setting).")
 
 
 class PasswordReset(Strict):

@@ -9,6 +9,7 @@ from quart import current_app
 from api.accounts import FailureLimiter
 from api.chatlog import ChatLog
 from api.conversation import Conversations
+from api.limits import Limits
 from api.metrics import Metrics
 from api.settings import ApiSettings
 from api.store import User
@@ -24,6 +25,7 @@ class Services:
     metrics: Metrics
     limiter: FailureLimiter  # failed sign-ins, per account and per address
     local_user: User  # the first administrator: whom every request acts for with LLMCHAT_AUTH=off
+    limits: Limits
 
 
 def services() -> Services:

@@ -25,9 +25,30 @@ class User(Model):
     role = fields.CharField(max_length=8, default="user")  # admin, user
     disabled = fields.BooleanField(default=False)
     created_at = fields.DatetimeField(auto_now_add=True)
+    # An administrator's overrides of the LLMCHAT_LIMIT_* settings (None: the setting; 0: no limit).
+    limit_loaded_models = fields.IntField(null=True)
+    limit_concurrent_replies = fields.IntField(null=True)
+    limit_tokens_per_day = fields.IntField(null=True)
 
     class Meta:
         table = "users"
+
+
+class UsageDay(Model):
+    """What one user generated on one UTC day (replies through /chat and /v1)."""
+
+    id = fields.IntField(pk=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="usage", on_delete=fields.CASCADE
+    )
+    day = fields.DateField()
+    replies = fields.IntField(default=0)
+    prompt_tokens = fields.IntField(default=0)
+    completion_tokens = fields.IntField(default=0)
+
+    class Meta:
+        table = "usage_days"
+        unique_together = (("user", "day"),)
 
 
 class UserSession(Model):

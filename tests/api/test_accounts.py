@@ -10,6 +10,7 @@ right is needed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sqlite3
@@ -37,7 +38,7 @@ from tests.api.test_bad_input import HTTP_METHODS, _resolve, _sample
 from tests.auth import PASSWORD, add_user, bearer, signed_in
 from tests.servers import ApiServer, survivors
 
-MODEL = "fake.gguf"
+MODEL, OTHER = "fake.gguf", "other.gguf"
 A_CHAT = "alice-chat"
 PUBLIC = {"GET /openapi.json", "GET /docs", "POST /auth/login", "GET /metrics"}  # /metrics checks its own
 ADMIN_ONLY = {"GET /metrics"}
@@ -51,8 +52,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> ApiSettings:
 
 
 @pytest.fixture(scope="module")
-async def app(settings: ApiSettings) -> AsyncIterator[QuartTestApp]:
-    fake = FakeRuntime([fake_model(MODEL)], token_delay_s=0.0, reply_words=5)
+def fake() -> FakeRuntime:
+    return FakeRuntime([fake_model(MODEL), fake_model(OTHER)], token_delay_s=0.0, reply_words=5)
+
+
+@pytest.fixture(scope="module")
+async def app(settings: ApiSettings, fake: FakeRuntime) -> AsyncIterator[QuartTestApp]:
     async with create_app(settings, runtime=fake).test_app() as running:
         yield running
 
@@ -342,3 +347,65 @@ async def test_an_administrator_force_unloads_a_worker_and_its_chats_say_why(
     assert any(e["action"] == "force_unload" and e["actor"] == "root" for e in entries)
     # Alice loads it again for her chat.
     assert (await alice.post("/load", json={"chat_id": A_CHAT, "model": MODEL})).status_code == 200
+
+
+async def _limited(app: QuartTestApp, name: str, **limits: int) -> QuartClient:
+    """A signed-in user whose limits an administrator set."""
+    user = await signed_in(app, name, "user")
+    admin = await signed_in(app, "root", "admin")
+    assert (await admin.patch(f"/admin/users/{name}", json=limits)).status_code == 200
+    return user
+
+
+async def test_a_user_over_their_models_limit_gets_429_naming_it(app: QuartTestApp) -> None:
+    ivan = await _limited(app, "ivan", limit_loaded_models=1)
+    assert (await ivan.post("/load", json={"chat_id": "ivan-1", "model": MODEL})).status_code == 200
+    assert (await ivan.post("/load", json={"chat_id": "ivan-2", "model": MODEL})).status_code == 200  # the same one
+    refused = await ivan.post("/load", json={"chat_id": "ivan-3", "model": OTHER})
+    assert refused.status_code == 429 and "models loaded" in (await refused.get_json())["detail"]
+    assert (await ivan.get("/chats/ivan-3")).status_code == 404  # nothing was stored
+    # A chat may swap its own model: its old hold does not count against the new one.
+    assert (await ivan.post("/unload", json={"chat_id": "ivan-2"})).status_code == 200
+    assert (await ivan.post("/load", json={"chat_id": "ivan-1", "model": OTHER})).status_code == 200
+    key = (await (await ivan.post("/auth/keys", json={"name": "v1"})).get_json())["key"]
+    v1 = await app.test_client().post("/v1/chat/completions", headers=bearer(key),
+                                      json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    assert v1.status_code == 429  # the /v1 hold counts too
+
+
+async def test_a_user_over_their_replies_at_once_gets_429_until_one_ends(
+    app: QuartTestApp, fake: FakeRuntime
+) -> None:
+    judy = await _limited(app, "judy", limit_concurrent_replies=1)
+    for chat in ("judy-1", "judy-2"):
+        assert (await judy.post("/load", json={"chat_id": chat, "model": MODEL})).status_code == 200
+    fake.token_delay_s = 0.05
+    try:
+        first = asyncio.ensure_future(judy.post("/chat", json={"chat_id": "judy-1", "message": "a long one"}))
+        while not app.app.extensions["llmchat"].conversations.answering("judy-1"):
+            await asyncio.sleep(0.01)
+        second = await judy.post("/chat", json={"chat_id": "judy-2", "message": "and this"})
+        assert second.status_code == 429 and "replies being generated" in (await second.get_json())["detail"]
+        assert second.headers["Retry-After"]
+        assert (await first).status_code == 200
+    finally:
+        fake.token_delay_s = 0.0
+    assert (await judy.post("/chat", json={"chat_id": "judy-2", "message": "now"})).status_code == 200
+
+
+async def test_a_user_over_their_tokens_a_day_gets_429_until_midnight_utc(app: QuartTestApp) -> None:
+    karl = await _limited(app, "karl", limit_tokens_per_day=8)
+    assert (await karl.post("/load", json={"chat_id": "karl-1", "model": MODEL})).status_code == 200
+    first = await (await karl.post("/chat", json={"chat_id": "karl-1", "message": "one"})).get_json()
+    assert first["tokens"] == 5
+    second = await (await karl.post("/chat", json={"chat_id": "karl-1", "message": "two"})).get_json()
+    assert second["tokens"] == 3  # capped at what was left
+    refused = await karl.post("/chat", json={"chat_id": "karl-1", "message": "three"})
+    assert refused.status_code == 429 and "00:00 UTC" in (await refused.get_json())["detail"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 86400
+    me = await (await karl.get("/auth/me")).get_json()
+    assert me["limits"]["tokens_per_day"] == 8 and me["today"]["completion_tokens"] == 8
+    assert me["today"]["replies"] == 2
+    admin = await signed_in(app, "root", "admin")
+    listed = {u["name"]: u for u in (await (await admin.get("/admin/users")).get_json())["users"]}
+    assert listed["karl"]["today"]["completion_tokens"] == 8 and listed["karl"]["overrides"]["tokens_per_day"] == 8
