@@ -27,6 +27,7 @@ from api.schemas import (
     PasswordChange,
     Revoked,
     SignedOut,
+    SignupRequest,
     UsageOut,
 )
 from api.services import services
@@ -63,6 +64,23 @@ async def login(data: LoginRequest) -> Response:
                                          s.settings.session_max_s)
     me = Me(id=user.id, name=user.name, role="admin" if user.role == "admin" else "user", via="session")
     response = jsonify(me.model_dump())
+    set_session_cookie(response, token, s.settings)
+    return response
+
+
+@blueprint.post("/signup")
+@public
+@validate_request(SignupRequest)
+@document_response(Me, 201)  # documented, not validated: it sets the cookie on a Response
+async def signup(data: SignupRequest) -> Response:
+    """Make your own account, when an administrator opened sign-up (403 otherwise); you are
+    signed in at once. Attempts are limited per address."""
+    s = services()
+    user, token = await accounts.sign_up(s.limiter, data.username, data.password, client_address(),
+                                         s.settings.session_max_s)
+    me = Me(id=user.id, name=user.name, role="user", via="session")
+    response = jsonify(me.model_dump())
+    response.status_code = 201
     set_session_cookie(response, token, s.settings)
     return response
 

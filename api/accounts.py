@@ -26,8 +26,8 @@ from typing import Literal
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from api.errors import ApiError, TooManyAttempts, Unauthenticated
-from api.store import ApiKey, AuditEntry, Chat, User, UserSession
+from api.errors import ApiError, Forbidden, TooManyAttempts, Unauthenticated
+from api.store import ApiKey, AuditEntry, Chat, ServerSetting, User, UserSession
 
 Role = Literal["admin", "user"]
 SESSION_PREFIX, KEY_PREFIX = "llms_", "llmk_"
@@ -178,6 +178,33 @@ async def bootstrap() -> tuple[User, str | None]:
     return first, password
 
 
+# Settings administrators change at run time
+
+
+async def open_signup() -> bool:
+    found = await ServerSetting.get_or_none(key="open_signup")
+    return bool(found.value) if found is not None else False
+
+
+async def set_open_signup(value: bool) -> None:
+    await ServerSetting.update_or_create(key="open_signup", defaults={"value": value})
+
+
+async def sign_up(limiter: FailureLimiter, name: str, password: str, client: str, max_s: float) -> tuple[User, str]:
+    """A new ``user`` account and its first session, when sign-up is open. Every attempt
+    counts against the client's address, as a failed sign-in does, so one address cannot
+    make accounts by the hundred."""
+    key = f"addr:{client}"
+    if (wait := limiter.retry_after(key)) is not None:
+        raise TooManyAttempts(f"too many attempts from your address; try again in {max(1, round(wait))} s", wait)
+    limiter.fail(key)
+    if not await open_signup():
+        raise Forbidden("sign-up is closed: ask an administrator for an account")
+    user = await create_user(name, password, "user")
+    await audit("signed_up", user, target=user.name, client=client)
+    return user, await _new_session(user, max_s)
+
+
 # The audit log
 
 
@@ -215,11 +242,15 @@ async def sign_in(limiter: FailureLimiter, name: str, password: str, client: str
     """A new session token for a right name and password (see :func:`check_credentials`)."""
     user = await check_credentials(limiter, name, password, client)
     await audit("sign_in", user, client=client)
+    return user, await _new_session(user, max_s)
+
+
+async def _new_session(user: User, max_s: float) -> str:
     token = SESSION_PREFIX + secrets.token_urlsafe(32)
     now = _now()
     await UserSession.create(token_hash=_digest(token), user=user, last_seen_at=now,
                              expires_at=now + timedelta(seconds=max_s))
-    return user, token
+    return token
 
 
 async def sign_out(identity: Identity) -> None:

@@ -23,6 +23,8 @@ from api.schemas import (
     Holder,
     PasswordReset,
     PasswordResetDone,
+    ServerSettingsOut,
+    ServerSettingsUpdate,
     UserCreate,
     UserCreated,
     UserList,
@@ -180,6 +182,25 @@ async def force_unload(data: WorkerUnload) -> WorkerUnloaded:
                          detail={"device": data.device, "backend": data.backend, "holders": len(held.holders)})
     return WorkerUnloaded(unloaded=True, model=data.model, holders=len(held.holders),
                           process_exited=result.exited)
+
+
+@blueprint.get("/settings")
+@validate_response(ServerSettingsOut)
+async def server_settings() -> ServerSettingsOut:
+    """Settings administrators change at run time."""
+    return ServerSettingsOut(open_signup=await accounts.open_signup())
+
+
+@blueprint.patch("/settings")
+@validate_request(ServerSettingsUpdate)
+@validate_response(ServerSettingsOut)
+async def update_server_settings(data: ServerSettingsUpdate) -> ServerSettingsOut:
+    """Open or close sign-up (``POST /auth/signup``): closed unless an administrator opens it."""
+    if data.open_signup is not None and data.open_signup != await accounts.open_signup():
+        await accounts.set_open_signup(data.open_signup)
+        await accounts.audit("settings_changed", require_admin().user, target="open_signup",
+                             client=client_address(), detail={"open_signup": data.open_signup})
+    return ServerSettingsOut(open_signup=await accounts.open_signup())
 
 
 @blueprint.get("/audit")

@@ -449,3 +449,16 @@ class AuditList(BaseModel):
 class AuditQuery(Strict):
     before_id: int | None = Field(None, ge=1, description="Entries older than this one (for paging).")
     limit: int = Field(100, ge=1, le=1000)
+
+
+class SignupRequest(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=8, max_length=1024)
+
+
+class ServerSettingsOut(BaseModel):
+    open_signup: bool = Field(description="Whether anyone who reaches the server may make an account.")
+
+
+class ServerSettingsUpdate(Strict):
+    open_signup: bool | None = None

@@ -84,6 +84,16 @@ class ApiKey(Model):
         table = "api_keys"
 
 
+class ServerSetting(Model):
+    """A setting administrators change at run time (open sign-up), as JSON under a key."""
+
+    key = fields.CharField(pk=True, max_length=64)
+    value = fields.JSONField()
+
+    class Meta:
+        table = "server_settings"
+
+
 class AuditEntry(Model):
     """Who did what to accounts and workers: sign-ins (failed ones too), keys, an
     administrator's changes, force-unloads. Never a password or a key."""

@@ -40,7 +40,7 @@ from tests.servers import ApiServer, survivors
 
 MODEL, OTHER = "fake.gguf", "other.gguf"
 A_CHAT = "alice-chat"
-PUBLIC = {"GET /openapi.json", "GET /docs", "POST /auth/login", "GET /metrics"}  # /metrics checks its own
+PUBLIC = {"GET /openapi.json", "GET /docs", "POST /auth/login", "POST /auth/signup", "GET /metrics"}  # /metrics checks its own
 ADMIN_ONLY = {"GET /metrics"}
 
 
@@ -409,3 +409,29 @@ async def test_a_user_over_their_tokens_a_day_gets_429_until_midnight_utc(app: Q
     admin = await signed_in(app, "root", "admin")
     listed = {u["name"]: u for u in (await (await admin.get("/admin/users")).get_json())["users"]}
     assert listed["karl"]["today"]["completion_tokens"] == 8 and listed["karl"]["overrides"]["tokens_per_day"] == 8
+
+
+async def test_sign_up_is_closed_until_an_administrator_opens_it(app: QuartTestApp) -> None:
+    client = app.test_client()
+
+    async def sign_up(name: str, address: str) -> Any:
+        return await client.post("/auth/signup", json={"username": name, "password": PASSWORD},
+                                 scope_base={"client": (address, 40000)})
+
+    closed = await sign_up("mallory", "10.0.1.1")
+    assert closed.status_code == 403 and "closed" in (await closed.get_json())["detail"]
+    admin = await signed_in(app, "root", "admin")
+    assert (await (await admin.get("/admin/settings")).get_json()) == {"open_signup": False}
+    assert (await (await admin.patch("/admin/settings", json={"open_signup": True})).get_json())["open_signup"]
+    made = await sign_up("niaj", "10.0.1.2")
+    assert made.status_code == 201 and (await made.get_json())["role"] == "user"
+    assert (await client.get("/auth/me")).status_code == 200  # signed in at once, as a user
+    taken = await sign_up("niaj", "10.0.1.3")
+    assert taken.status_code == 400
+    answers = [await sign_up(f"spam{i}", "10.0.1.4") for i in range(6)]
+    assert [a.status_code for a in answers] == [201] * 5 + [429]  # one address cannot make accounts by the hundred
+    await admin.patch("/admin/settings", json={"open_signup": False})
+    assert (await sign_up("olivia", "10.0.1.5")).status_code == 403
+    entries = (await (await admin.get("/admin/audit", query_string={"limit": 1000})).get_json())["entries"]
+    assert any(e["action"] == "settings_changed" and e["actor"] == "root" for e in entries)
+    assert any(e["action"] == "signed_up" and e["actor"] == "niaj" for e in entries)
