@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,9 +36,22 @@ from tests.servers import free_port
 DERIVED = ("gemma-3-270m", "gemma-3-270m-onnx", "gemma-3-270m-onnx-int8")
 
 
-def _first_token(api: str) -> float:
-    """Load the GGUF, stream one reply; seconds until its first token (from the request)."""
+def _admin_password(terminal: Path) -> str:
+    """The password the first start printed for ``admin``, as a new user reads it on the terminal."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = re.search(r"administrator account 'admin' with the password (\S+)",
+                          terminal.read_text(errors="replace") if terminal.exists() else "")
+        if found:
+            return found.group(1)
+        time.sleep(0.25)
+    raise RuntimeError(f"no administrator password in {terminal}")
+
+
+def _first_token(api: str, password: str) -> float:
+    """Sign in, load the GGUF, stream one reply; seconds until its first token (from the request)."""
     with httpx.Client(base_url=api, timeout=600) as http:
+        http.post("/auth/login", json={"username": "admin", "password": password}).raise_for_status()
         http.post("/load", json={"chat_id": "first", "model": GGUF_NAME}).raise_for_status()
         started = time.monotonic()
         body = {"chat_id": "first", "message": "What is the capital of France?", "stream": True}
@@ -97,14 +111,16 @@ def main() -> None:
             if run.poll() is not None:
                 raise RuntimeError(f"run ended with code {run.returncode}; see {home / 'terminal.log'}")
             try:
-                httpx.get(api + "/status", timeout=2).raise_for_status()
+                httpx.get(api + "/openapi.json", timeout=2).raise_for_status()
                 marks["serving"] = time.monotonic() - started
             except httpx.HTTPError:
                 time.sleep(0.25)
-        ttft = _first_token(api)
+        ttft = _first_token(api, _admin_password(home / "terminal.log"))
         marks["first streamed token"] = time.monotonic() - started
+        login = httpx.post(api + "/auth/login", json={"username": "admin", "password": _admin_password(home / "terminal.log")})
+        headers = {"Authorization": f"Bearer {login.cookies['llmchat_session']}"}
         while len(marks) < 3:
-            names = {m["name"] for m in httpx.get(api + "/models", timeout=30).json()["models"]}
+            names = {m["name"] for m in httpx.get(api + "/models", timeout=30, headers=headers).json()["models"]}
             if set(DERIVED) <= names:
                 marks["every derived model ready"] = time.monotonic() - started
             elif time.monotonic() - started > 1800:
