@@ -91,7 +91,16 @@ def clear_session_cookie(response: Response, settings: ApiSettings) -> None:
 
 
 def client_address() -> str:
-    return request.remote_addr or "unknown"
+    """The client's address, for limits and the audit log. A peer in
+    ``LLMCHAT_FORWARDED_ALLOW_IPS`` (loopback: the dashboard) may say whose request it
+    forwards, in ``X-Forwarded-For``'s last entry; anyone else's header is ignored."""
+    peer = request.remote_addr or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded and peer in services().settings.forwarded_allow_ips:
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return last[:64]
+    return peer
 
 
 def register(app: Quart) -> None:

@@ -33,6 +33,9 @@ class ApiSettings(RuntimeSettings):
     session_max_s: float = Field(30 * 86400, gt=0, description="A session ends after this long, however used.")
     cookie_secure: bool = Field(False, description="Mark the session cookie Secure (serve over TLS).")
     metrics_token: SecretStr | None = Field(None, description="A bearer token that may read /metrics (a scraper's).")
+    forwarded_allow_ips: list[str] = Field(
+        ["127.0.0.1", "::1"], description="Peers trusted to name the client in X-Forwarded-For (the dashboard)."
+    )
     limit_loaded_models: int = Field(4, ge=0, description="Models one user may hold loaded at once (0: no limit).")
     limit_concurrent_replies: int = Field(8, ge=0, description="Replies one user may have generated at once (0: no limit).")
     limit_tokens_per_day: int = Field(0, ge=0, description="Tokens one user may generate a UTC day (0: no limit).")

@@ -204,13 +204,17 @@ run)
     ensure_gguf
     start_model_builder
     export LLMCHAT_HOST="${LLMCHAT_HOST:-127.0.0.1}" LLMCHAT_PORT="${LLMCHAT_PORT:-8000}"
-    # The dashboard cannot sign in yet: until it can, run keeps the API in local mode (loopback only).
-    export LLMCHAT_AUTH="${LLMCHAT_AUTH:-off}"
     export LLMCHAT_UI_HOST="${LLMCHAT_UI_HOST:-127.0.0.1}" LLMCHAT_UI_PORT="${LLMCHAT_UI_PORT:-5006}"
     export LLMCHAT_API_URL="${LLMCHAT_API_URL:-http://127.0.0.1:$LLMCHAT_PORT}"
     export PATH="$VENV/bin:$PATH"
     say "starting the API and the UI (Procfile); Ctrl-C stops both"
-    echo "    open http://$LLMCHAT_UI_HOST:$LLMCHAT_UI_PORT/ in a browser"
+    if [ "${LLMCHAT_AUTH:-on}" = "off" ]; then
+        echo "    open http://$LLMCHAT_UI_HOST:$LLMCHAT_UI_PORT/ in a browser (local mode: no sign-in)"
+    else
+        echo "    open http://$LLMCHAT_UI_HOST:$LLMCHAT_UI_PORT/ in a browser and sign in as admin: the first"
+        echo "    start prints its password once, below (web.1 | llmchat: created the administrator account);"
+        echo "    a new one at any time: $PY -m api.users reset-password admin"
+    fi
     echo "    API docs at http://$LLMCHAT_HOST:$LLMCHAT_PORT/docs"
     exec "$VENV/bin/honcho" -f Procfile start "$@"
     ;;

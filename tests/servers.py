@@ -118,8 +118,18 @@ class ApiServer(ServerProcess):
 
 
 class UiServer(ServerProcess):
+    """The dashboard. With sign-in on (the default) it is ready when its sign-in page
+    answers; ``auth="off"`` is the local mode (loopback only), as for the API."""
+
     module = "ui"
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, auth: str = "on", **settings: str) -> None:
         port = free_port()
-        super().__init__({"LLMCHAT_UI_PORT": str(port), "LLMCHAT_API_URL": api_url}, port)
+        env = {
+            "LLMCHAT_UI_PORT": str(port),
+            "LLMCHAT_API_URL": api_url,
+            "LLMCHAT_AUTH": auth,
+            **{f"LLMCHAT_{k.upper()}": v for k, v in settings.items()},
+        }
+        super().__init__(env, port)
+        self.ready_path = "/login" if auth == "on" else "/"

@@ -1,13 +1,17 @@
 """The Panel dashboard: chat list, model and device pickers, a load/unload toggle, the
 streaming transcript with timestamps and metrics, per-chat settings, and the chat id kept
-in the URL (``?chat_id=``) for deep links and hard refreshes.
+in the URL (``?chat_id=``) for deep links and hard refreshes; with sign-in on, the user's
+name and a sign-out button in the header.
 
-Everything it knows comes from the API over HTTP (:mod:`ui.client`).
+Everything it knows comes from the API over HTTP (:mod:`ui.client`), as the signed-in user
+(:mod:`ui.auth`): when the API stops taking their session, the page reloads, and a reload
+without a working sign-in lands on the sign-in page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -15,7 +19,9 @@ from typing import Any
 
 import panel as pn
 
+from ui.auth import LOGOUT_URL, SignedIn, signed_in_user
 from ui.client import ApiClient, ApiProblem
+from ui.settings import UiSettings
 
 ASSISTANT = "Assistant"
 USER = "You"
@@ -33,6 +39,21 @@ NARROW_CSS = """
   #sidebar.hidden { position: absolute; z-index: 100; min-width: 85vw; max-width: 85vw;
     height: calc(100% - 64px); overflow-y: auto; padding: 15px 10px 5px 5px;
     background: var(--neutral-layer-2, #f7f7f7); box-shadow: 2px 2px 10px silver; }
+  #header .title { font-size: 22px; margin-left: 0.2em; }  /* room for the user's name */
+}
+"""
+# The signed-in user and the sign-out button, on the template's header bar.
+ACCOUNT_CSS = """
+:host { margin-left: auto; }
+.account { display: flex; align-items: center; gap: 12px; color: white; font-size: 14px; white-space: nowrap; }
+.account form { margin: 0; }
+.account button { color: white; background: transparent; border: 1px solid rgba(255,255,255,.7);
+  border-radius: 4px; padding: 4px 12px; font-size: 13px; cursor: pointer; }
+.account button:hover { background: rgba(255,255,255,.15); }
+@media (max-width: 700px) {
+  .account { gap: 6px; font-size: 13px; }
+  .account .label { display: none; }
+  .account button { padding: 3px 6px; }
 }
 """
 
@@ -65,10 +86,11 @@ def metrics_line(message: dict[str, Any]) -> str:
 
 
 class Dashboard:
-    """One browser session's dashboard."""
+    """One browser session's dashboard, acting for ``user`` (None in local mode)."""
 
-    def __init__(self, api: ApiClient) -> None:
+    def __init__(self, api: ApiClient, user: SignedIn | None = None) -> None:
         self.api = api
+        self.user = user
         self.loaded = False
         self.models_dir = ""
         self._chat_rows: dict[str, pn.Column] = {}
@@ -128,10 +150,20 @@ class Dashboard:
                           sizing_mode="stretch_both")]
         template = pn.template.FastListTemplate(
             title="llmchat", sidebar=sidebar, main=main, sidebar_width=300, main_layout=None,
-            accent="#2f6fed", header_background="#1f3b73",
+            accent="#2f6fed", header_background="#1f3b73", header=self._account(),
         )
         template.config.raw_css.append(NARROW_CSS)
         return template
+
+    def _account(self) -> list[pn.viewable.Viewable]:
+        """Who is signed in, and a sign-out button (a form POST: only this site can send it)."""
+        if self.user is None:
+            return []
+        return [pn.pane.HTML(
+            f'<div class="account"><span><span class="label">Signed in as </span><b>{html.escape(self.user.name)}</b></span>'
+            f'<form method="post" action=".{LOGOUT_URL}"><button type="submit">Sign out</button></form></div>',
+            stylesheets=[ACCOUNT_CSS], css_classes=["account-box"], margin=(0, 5), align="center",
+        )]
 
     # Lifecycle
 
@@ -253,7 +285,10 @@ class Dashboard:
                            "footer_objects": [self._footer({"status": "error", "error": data["detail"]})]}
                     self._show_error(f"The reply failed: {data['detail']}")
         except ApiProblem as problem:
-            if problem.refused:
+            if problem.signed_out:
+                self._restore_draft(contents)
+                self._on_problem(problem)
+            elif problem.refused:
                 self._restore_draft(contents)
                 self._show_error(f"{problem} Your message was not sent; it is back in the message box.")
             else:  # accepted, then failed: the stored reply says why
@@ -291,10 +326,11 @@ class Dashboard:
         try:
             chat = await self.api.chat(chat_id)
         except ApiProblem as problem:
-            if problem.status == 404:
+            if problem.status == 404:  # or another user's: the API does not say which
                 self._show_missing(chat_id)
+                await self._refresh_chats()
             else:
-                self._show_error(str(problem))
+                self._on_problem(problem)
             return
         self.missing.visible = False
         self.feed.disabled = False
@@ -381,7 +417,9 @@ class Dashboard:
         ticket = self._ticket("status")
         try:
             status = await self.api.status(self.chat_id.value)
-        except ApiProblem:
+        except ApiProblem as problem:
+            if problem.signed_out:
+                self._on_problem(problem)
             return
         if ticket != self._refreshes["status"]:
             return
@@ -446,19 +484,36 @@ class Dashboard:
         self.alert.object = text
         self.alert.visible = True
 
+    def _on_problem(self, problem: ApiProblem) -> None:
+        """Show what went wrong; when the API no longer takes the session, go and sign in."""
+        if problem.signed_out and self.user is not None:
+            if pn.state.location is not None and not pn.state.location.reload:
+                pn.state.location.reload = True  # the reload finds no sign-in: /login, then back here
+            self._show_error("Your session has ended: sign in again.")
+            return
+        if problem.signed_out:
+            problem = ApiProblem(f"{problem} (the API has accounts on, and this dashboard runs in local mode "
+                                 "without sign-in: run both with the same LLMCHAT_AUTH)", problem.status)
+        self._show_error(str(problem))
+
     async def _guard(self, call: Any) -> Any:
         """Await an API call; show its problem in plain words instead of raising."""
         try:
             return await call
         except ApiProblem as problem:
-            self._show_error(str(problem))
+            self._on_problem(problem)
             return None
 
 
-def create_dashboard() -> pn.template.BaseTemplate:
-    """A new dashboard for one browser session, with ``chat_id`` kept in the URL."""
-    api = ApiClient()
-    dashboard = Dashboard(api)
+def create_dashboard() -> pn.viewable.Viewable:
+    """A new dashboard for one browser session, with ``chat_id`` kept in the URL, acting for
+    the user who signed in (with sign-in on)."""
+    settings = UiSettings()
+    user = signed_in_user()
+    if settings.auth == "on" and user is None:  # fails closed: no user, no API calls
+        return pn.pane.HTML('<p>You are not signed in. <a href="./login">Sign in</a></p>')
+    api = ApiClient(settings, token=user.token if user is not None else None)
+    dashboard = Dashboard(api, user)
     if pn.state.location is not None:
         pn.state.location.sync(dashboard.chat_id, {"value": "chat_id"})
     pn.state.onload(dashboard.start)
@@ -466,5 +521,5 @@ def create_dashboard() -> pn.template.BaseTemplate:
     return dashboard.view()
 
 
-if __name__.startswith("bokeh_app"):  # `panel serve ui/app.py`
+if __name__.startswith("bokeh_app"):  # `LLMCHAT_AUTH=off panel serve ui/app.py` (sign-in needs python -m ui)
     create_dashboard().servable()

@@ -1,9 +1,17 @@
-"""The UI's only way to the backend: the HTTP API, through httpx and httpx-sse."""
+"""The UI's only way to the backend: the HTTP API, through httpx and httpx-sse.
+
+Every call acts for one user: the :class:`ApiClient` of a dashboard carries that user's
+own session token (``Authorization: Bearer``), and the sign-in pages pass the token of the
+browser they answer. The client keeps no cookie the API sets, so no call ever acts for
+whoever signed in before.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import httpx
@@ -12,13 +20,23 @@ from httpx_sse import aconnect_sse
 from ui.settings import UiSettings
 
 
+API_SESSION_COOKIE = "llmchat_session"  # what POST /auth/login sets
+
+
 class ApiProblem(Exception):
     """The API answered with an error, or could not be reached; ``str()`` is for people."""
 
-    def __init__(self, message: str, status: int | None = None, message_id: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, message_id: int | None = None,
+                 retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message_id = message_id  # a reply the API stored (with status error) before failing
+        self.retry_after_s = retry_after_s  # from Retry-After, on a 429
+
+    @property
+    def signed_out(self) -> bool:
+        """The credential no longer works (signed out, expired, user disabled): sign in again."""
+        return self.status == 401
 
     @property
     def refused(self) -> bool:
@@ -33,15 +51,45 @@ def _problem(response: httpx.Response) -> ApiProblem:
         message_id = body.get("message_id")
     except ValueError:
         detail, message_id = response.text or response.reason_phrase, None
-    return ApiProblem(str(detail), response.status_code, message_id if isinstance(message_id, int) else None)
+    retry_after = response.headers.get("Retry-After", "")
+    return ApiProblem(str(detail), response.status_code, message_id if isinstance(message_id, int) else None,
+                      int(retry_after) if retry_after.isdigit() else None)
+
+
+class _NoCookies(CookieJar):
+    """A cookie jar that keeps nothing: a session cookie the API sets must not ride along
+    on the next call (which may be another user's)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: Any) -> None:
+        pass
+
+
+def _session_token(response: httpx.Response) -> str | None:
+    """The session token in a sign-in answer's ``Set-Cookie`` (read here, not by a cookie jar,
+    which would drop a ``Secure`` cookie sent over plain HTTP)."""
+    for header in response.headers.get_list("set-cookie"):
+        cookie: SimpleCookie = SimpleCookie()
+        try:
+            cookie.load(header)
+        except CookieError:
+            continue
+        if API_SESSION_COOKIE in cookie and cookie[API_SESSION_COOKIE].value:
+            return cookie[API_SESSION_COOKIE].value
+    return None
 
 
 class ApiClient:
-    """Async calls to the llmchat API. One instance per browser session."""
+    """Async calls to the llmchat API, as the user whose session ``token`` is (none in local
+    mode). One instance per browser session."""
 
-    def __init__(self, settings: UiSettings | None = None) -> None:
+    def __init__(self, settings: UiSettings | None = None, token: str | None = None) -> None:
         self.settings = settings or UiSettings()
-        self._http = httpx.AsyncClient(base_url=self.settings.api_url, timeout=self.settings.api_timeout_s)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(base_url=self.settings.api_url, timeout=self.settings.api_timeout_s,
+                                       headers=headers, cookies=_NoCookies())
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -54,6 +102,33 @@ class ApiClient:
         if response.status_code >= 400:
             raise _problem(response)
         return response.json()
+
+    async def sign_in(self, username: str, password: str, client_address: str) -> tuple[dict[str, Any], str]:
+        """The user (``{id, name, role, via}``) and a new session token for a right name and
+        password; :class:`ApiProblem` with status 401 or 429 (``retry_after_s``) otherwise."""
+        try:
+            response = await self._http.post("/auth/login", json={"username": username, "password": password},
+                                              headers={"X-Forwarded-For": client_address})
+        except httpx.TransportError as exc:
+            raise ApiProblem(f"the API at {self.settings.api_url} cannot be reached ({exc})") from exc
+        if response.status_code >= 400:
+            raise _problem(response)
+        token = _session_token(response)
+        if token is None:
+            raise ApiProblem("the API signed in without setting a session cookie", response.status_code)
+        return response.json(), token
+
+    async def sign_out(self, token: str | None = None) -> None:
+        """End this client's session (or the one ``token`` names) at the API."""
+        await self._call("POST", "/auth/logout", headers=self._bearer(token))
+
+    async def me(self, token: str | None = None) -> dict[str, Any]:
+        """Whom this client's token (or ``token``) acts for: ``{id, name, role, via}``."""
+        return await self._call("GET", "/auth/me", headers=self._bearer(token))  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _bearer(token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def models(self) -> dict[str, Any]:
         return await self._call("GET", "/models")  # type: ignore[no-any-return]

@@ -435,3 +435,29 @@ async def test_sign_up_is_closed_until_an_administrator_opens_it(app: QuartTestA
     entries = (await (await admin.get("/admin/audit", query_string={"limit": 1000})).get_json())["entries"]
     assert any(e["action"] == "settings_changed" and e["actor"] == "root" for e in entries)
     assert any(e["action"] == "signed_up" and e["actor"] == "niaj" for e in entries)
+
+
+async def test_the_dashboard_names_the_browser_so_one_bad_password_does_not_lock_everyone(app: QuartTestApp) -> None:
+    """Sign-ins through the dashboard all come from loopback: X-Forwarded-For says whose they are."""
+    await add_user("peggy", "user")
+    client = app.test_client()
+
+    async def login(password: str, peer: str, browser: str) -> int:
+        response = await client.post("/auth/login", json={"username": "peggy", "password": password},
+                                     headers={"X-Forwarded-For": browser}, scope_base={"client": (peer, 40000)})
+        return response.status_code
+
+    assert [await login("wrong password", "127.0.0.1", f"192.0.2.{i}") for i in range(4)] == [401] * 4
+    assert [await login("wrong password", "127.0.0.1", "198.51.100.7") for _ in range(6)][-1] == 429
+    # That browser waits; another one, through the same dashboard, signs in (peggy's account limit
+    # counts 10 failures here: her name is the attacker's target, so it locks too, until it clears).
+    assert await login(PASSWORD, "127.0.0.1", "203.0.113.9") == 429
+    await add_user("quinn", "user")
+    other = await client.post("/auth/login", json={"username": "quinn", "password": PASSWORD},
+                              headers={"X-Forwarded-For": "203.0.113.9"}, scope_base={"client": ("127.0.0.1", 40000)})
+    assert other.status_code == 200
+    # A peer that is not trusted cannot pick the address it is counted under.
+    spoofed = [(await client.post("/auth/login", json={"username": f"rita{i}", "password": "wrong password"},
+                                  headers={"X-Forwarded-For": f"192.0.2.{100 + i}"},
+                                  scope_base={"client": ("10.7.7.7", 40000)})).status_code for i in range(6)]
+    assert spoofed == [401] * 5 + [429]

@@ -16,7 +16,9 @@ from ui.settings import UiSettings
 
 @pytest.fixture(scope="module")
 def ui() -> Iterator[UiServer]:
-    running = UiServer("http://127.0.0.1:9")  # no API: the page asks it nothing before the websocket opens
+    # No API: the page asks it nothing before the websocket opens. Local mode (no sign-in), so
+    # that the page and a websocket are served: tests/ui/test_sign_in.py has the signed-in side.
+    running = UiServer("http://127.0.0.1:9", auth="off")
     running.env["LLMCHAT_UI_ORIGINS"] = '["chat.example.org", "*.team.example:443"]'
     running.start(quiet=True)
     yield running
