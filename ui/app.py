@@ -1,7 +1,10 @@
 """The Panel dashboard: chat list, model and device pickers, a load/unload toggle, the
 streaming transcript with timestamps and metrics, per-chat settings, and the chat id kept
 in the URL (``?chat_id=``) for deep links and hard refreshes; with sign-in on, the user's
-name and a sign-out button in the header.
+name, a sign-out button and (administrators) the link to the admin view in the header, and
+the user's API keys in the sidebar. While the open chat's model is loaded its status is
+asked again every few seconds, so a model stopped elsewhere (by an administrator, say)
+shows as unloaded, with the reason, without a reload.
 
 Everything it knows comes from the API over HTTP (:mod:`ui.client`), as the signed-in user
 (:mod:`ui.auth`): when the API stops taking their session, the page reloads, and a reload
@@ -11,7 +14,6 @@ without a working sign-in lands on the sign-in page.
 from __future__ import annotations
 
 import asyncio
-import html
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -19,8 +21,10 @@ from typing import Any
 
 import panel as pn
 
-from ui.auth import LOGOUT_URL, SignedIn, signed_in_user
+from ui.auth import SignedIn, signed_in_user
 from ui.client import ApiClient, ApiProblem
+from ui.header import account_box
+from ui.keys import ApiKeys
 from ui.settings import UiSettings
 
 ASSISTANT = "Assistant"
@@ -29,6 +33,9 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Re-rendering the transcript costs CPU that the model needs on small machines, so a
 # streaming reply is redrawn at most this often (every token still arrives).
 REDRAW_EVERY_S = 0.1
+# While the open chat's model is loaded, its status is asked this often (one small GET
+# /status per open dashboard; none while nothing is loaded).
+STATUS_EVERY_MS = 3000
 AVATARS = {USER: "U", ASSISTANT: "A"}
 # Phones and narrow windows: the sidebar starts folded away and the menu button opens it
 # as a drawer over the transcript. The template's own toggle sets "hidden"; below 700 px
@@ -41,19 +48,8 @@ NARROW_CSS = """
     background: var(--neutral-layer-2, #f7f7f7); box-shadow: 2px 2px 10px silver; }
   #header .title { font-size: 22px; margin-left: 0.2em; }  /* room for the user's name */
 }
-"""
-# The signed-in user and the sign-out button, on the template's header bar.
-ACCOUNT_CSS = """
-:host { margin-left: auto; }
-.account { display: flex; align-items: center; gap: 12px; color: white; font-size: 14px; white-space: nowrap; }
-.account form { margin: 0; }
-.account button { color: white; background: transparent; border: 1px solid rgba(255,255,255,.7);
-  border-radius: 4px; padding: 4px 12px; font-size: 13px; cursor: pointer; }
-.account button:hover { background: rgba(255,255,255,.15); }
-@media (max-width: 700px) {
-  .account { gap: 6px; font-size: 13px; }
-  .account .label { display: none; }
-  .account button { padding: 3px 6px; }
+@media (max-width: 420px) {
+  #header .title { font-size: 19px; margin-left: 0; }  /* and for an administrator's Admin link */
 }
 """
 
@@ -110,6 +106,9 @@ class Dashboard:
         self.no_models = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self.preparing = pn.pane.Markdown("", visible=False, css_classes=["preparing"], margin=(0, 10))
         self._watch_builds: Any = None  # a periodic refresh of the model list while models are being built
+        self._watch_status: Any = None  # the periodic status check of the open chat (see STATUS_EVERY_MS)
+        self._checking = False
+        self.keys = ApiKeys(api, self._on_problem) if user is not None else None
         self.system_prompt = pn.widgets.TextAreaInput(name="System prompt", rows=3, sizing_mode="stretch_width")
         self.temperature = pn.widgets.FloatSlider(name="Temperature", start=0, end=2, step=0.05, value=0.7, sizing_mode="stretch_width")
         self.max_new_tokens = pn.widgets.IntSlider(name="Max new tokens", start=16, end=4096, step=16, value=256, sizing_mode="stretch_width")
@@ -146,29 +145,22 @@ class Dashboard:
                            title="Chat settings", collapsed=True, sizing_mode="stretch_width")
         sidebar = [self.new_chat, pn.pane.Markdown("### Chats", margin=(10, 5, 0, 5)), self.chat_list,
                    pn.layout.Divider(), self.title, pn.Row(self.rename, self.delete, sizing_mode="stretch_width"), self.chat_id]
+        if self.keys is not None:
+            sidebar += [pn.layout.Divider(), self.keys.view()]
         main = [pn.Column(self.alert, self.no_models, self.missing, controls, self.preparing, self.state, settings, self.feed,
                           sizing_mode="stretch_both")]
         template = pn.template.FastListTemplate(
             title="llmchat", sidebar=sidebar, main=main, sidebar_width=300, main_layout=None,
-            accent="#2f6fed", header_background="#1f3b73", header=self._account(),
+            accent="#2f6fed", header_background="#1f3b73", header=account_box(self.user),
         )
         template.config.raw_css.append(NARROW_CSS)
         return template
-
-    def _account(self) -> list[pn.viewable.Viewable]:
-        """Who is signed in, and a sign-out button (a form POST: only this site can send it)."""
-        if self.user is None:
-            return []
-        return [pn.pane.HTML(
-            f'<div class="account"><span><span class="label">Signed in as </span><b>{html.escape(self.user.name)}</b></span>'
-            f'<form method="post" action=".{LOGOUT_URL}"><button type="submit">Sign out</button></form></div>',
-            stylesheets=[ACCOUNT_CSS], css_classes=["account-box"], margin=(0, 5), align="center",
-        )]
 
     # Lifecycle
 
     async def start(self) -> None:
         """Runs once the page is shown: fill the pickers and open the chat in the URL."""
+        self._watch_status = pn.state.add_periodic_callback(self._check_status, period=STATUS_EVERY_MS)
         await self._refresh_models()
         if self.chat_id.value:
             await self._open(self.chat_id.value)
@@ -178,6 +170,15 @@ class Dashboard:
             self.chat_id.value = chats[0]["chat_id"]  # most recent; the URL follows
         else:
             await self._on_new_chat()
+
+    def stop(self) -> None:
+        """The browser session ended: no more status checks."""
+        if self._watch_status is not None:
+            self._watch_status.stop()
+            self._watch_status = None
+        if self._watch_builds is not None:
+            self._watch_builds.stop()
+            self._watch_builds = None
 
     # Events
 
@@ -428,6 +429,20 @@ class Dashboard:
             self.state.object = f"The model stopped: {status['reason']}. Press Load to start it again."
         self._render_toggle()
 
+    async def _check_status(self) -> None:
+        """The periodic check: only while the open chat's model is loaded (only then can it go
+        away by itself: an administrator's force-unload, an idle unload, a crash) and no load
+        or unload of this page's is under way. When it went, the chat list drops its mark."""
+        if not self.loaded or self.toggle.loading or not self.chat_id.value or self._checking:
+            return
+        self._checking = True  # a slow answer does not pile up checks behind it
+        try:
+            await self._refresh_status()
+            if not self.loaded:
+                await self._refresh_chats()
+        finally:
+            self._checking = False
+
     def _render_toggle(self) -> None:
         self.toggle.name = "Unload" if self.loaded else "Load"
         self.toggle.button_type = "warning" if self.loaded else "success"
@@ -517,7 +532,12 @@ def create_dashboard() -> pn.viewable.Viewable:
     if pn.state.location is not None:
         pn.state.location.sync(dashboard.chat_id, {"value": "chat_id"})
     pn.state.onload(dashboard.start)
-    pn.state.on_session_destroyed(lambda _: asyncio.ensure_future(api.close()))
+
+    def ended(_: Any) -> None:
+        dashboard.stop()
+        asyncio.ensure_future(api.close())
+
+    pn.state.on_session_destroyed(ended)
     return dashboard.view()
 
 

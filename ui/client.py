@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -173,3 +174,49 @@ class ApiClient:
                     yield sse.event, json.loads(sse.data)
         except httpx.TransportError as exc:
             raise ApiProblem(f"the API at {self.settings.api_url} cannot be reached ({exc})") from exc
+
+    # Your API keys (/auth/keys)
+
+    async def keys(self) -> list[dict[str, Any]]:
+        """Your keys, revoked ones too: ``{id, name, created_at, last_used_at, revoked}``."""
+        return (await self._call("GET", "/auth/keys"))["keys"]  # type: ignore[no-any-return]
+
+    async def create_key(self, name: str) -> dict[str, Any]:
+        """A new key; ``key`` in the answer is the key itself, shown this once."""
+        return await self._call("POST", "/auth/keys", json={"name": name})  # type: ignore[no-any-return]
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._call("DELETE", f"/auth/keys/{quote(key_id, safe='')}")
+
+    # Administrators (/admin): the API answers 403 to anyone else
+
+    async def users(self) -> list[dict[str, Any]]:
+        return (await self._call("GET", "/admin/users"))["users"]  # type: ignore[no-any-return]
+
+    async def create_user(self, name: str, role: str) -> dict[str, Any]:
+        """A new account; ``password`` in the answer is its generated password, shown this once."""
+        return await self._call("POST", "/admin/users", json={"name": name, "role": role})  # type: ignore[no-any-return]
+
+    async def update_user(self, name: str, **changes: Any) -> dict[str, Any]:
+        """Change ``role``, ``disabled`` or the ``limit_*`` overrides (None: back to the setting)."""
+        return await self._call("PATCH", f"/admin/users/{quote(name, safe='')}", json=changes)  # type: ignore[no-any-return]
+
+    async def reset_password(self, name: str) -> str:
+        """A new random password for ``name`` (their sessions end), shown this once."""
+        done = await self._call("POST", f"/admin/users/{quote(name, safe='')}/password", json={})
+        return str(done["password"])
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Every loaded worker with its ``holders`` (``{user, chat_id, title}``; no chat: ``/v1``)."""
+        return (await self._call("GET", "/admin/workers"))["workers"]  # type: ignore[no-any-return]
+
+    async def force_unload(self, model: str, device: str, backend: str) -> dict[str, Any]:
+        return await self._call("POST", "/admin/workers/unload",  # type: ignore[no-any-return]
+                                json={"model": model, "device": device, "backend": backend})
+
+    async def audit(self, before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Audit entries, newest first; ``before_id`` pages to older ones."""
+        params: dict[str, Any] = {"limit": limit}
+        if before_id is not None:
+            params["before_id"] = before_id
+        return (await self._call("GET", "/admin/audit", params=params))["entries"]  # type: ignore[no-any-return]
