@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
+import psutil
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 from tortoise.functions import Count
@@ -15,12 +17,12 @@ from api.endpoints import worker_state
 from api.errors import Conflict, UserNotFound, WorkerNotFound
 from api.schemas import (
     AdminWorker,
-    OverridesOut,
     AdminWorkerList,
     AuditList,
     AuditOut,
     AuditQuery,
     Holder,
+    OverridesOut,
     PasswordReset,
     PasswordResetDone,
     ServerSettingsOut,
@@ -162,8 +164,16 @@ async def workers() -> AdminWorkerList:
     """Every loaded worker, and who holds it: each chat with its owner, and users of the OpenAI API."""
     found = []
     for info in services().runtime.workers():
-        found.append(AdminWorker(**worker_state(info).model_dump(), holders=await _holders(info)))
+        memory = await asyncio.to_thread(_resident_mb, info.pid)
+        found.append(AdminWorker(**worker_state(info).model_dump(), holders=await _holders(info), memory_mb=memory))
     return AdminWorkerList(workers=found)
+
+
+def _resident_mb(pid: int) -> float | None:
+    try:
+        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    except (psutil.Error, ValueError):
+        return None
 
 
 @blueprint.post("/workers/unload")

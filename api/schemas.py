@@ -413,6 +413,7 @@ class Holder(BaseModel):
 
 class AdminWorker(WorkerState):
     holders: list[Holder]
+    memory_mb: float | None = Field(None, description="Resident memory of the worker process (RAM; not GPU memory).")
 
 
 class AdminWorkerList(BaseModel):

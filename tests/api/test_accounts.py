@@ -280,6 +280,9 @@ def test_the_openai_client_works_with_a_key_and_refuses_a_wrong_one(
             model=GGUF_NAME, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4, temperature=0
         )
         assert reply.choices[0].message.content
+        machine = httpx.get(server.url + "/admin/workers", headers=server.headers).json()["workers"]
+        assert [h["user"] for h in machine[0]["holders"]] == ["grace"]  # her /v1 hold, by name
+        assert machine[0]["memory_mb"] > 50  # the worker process's resident memory
         with pytest.raises(openai.AuthenticationError):
             OpenAI(base_url=server.url + "/v1", api_key="llmk_000000000000_wrong").models.list()
         assert httpx.get(server.url + "/chats").status_code == 401
