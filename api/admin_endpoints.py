@@ -15,6 +15,7 @@ from api.account_endpoints import limits_out, usage_out
 from api.auth import client_address, require_admin
 from api.endpoints import worker_state
 from api.errors import Conflict, UserNotFound, WorkerNotFound
+from api.holders import openai_user
 from api.schemas import (
     AdminWorker,
     AdminWorkerList,
@@ -40,7 +41,6 @@ from api.store import AuditEntry, Chat, User
 from runtime.interface import WorkerInfo, WorkerKey
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
-OPENAI_PREFIX = "openai/"
 FORCED = "unloaded by an administrator"
 
 
@@ -143,13 +143,12 @@ async def reset_password(name: str, data: PasswordReset) -> PasswordResetDone:
 
 async def _holders(info: WorkerInfo) -> list[Holder]:
     chats = {c.id: c for c in await Chat.filter(id__in=list(info.holders)).select_related("owner")}
-    user_ids = {int(h.split("/")[1]) for h in info.holders if h.startswith(OPENAI_PREFIX) and h.split("/")[1].isdigit()}
+    user_ids = {uid for h in info.holders if (uid := openai_user(h)) is not None}
     names = dict(await User.filter(id__in=list(user_ids)).values_list("id", "name"))
     holders = []
     for holder in info.holders:
-        if holder.startswith(OPENAI_PREFIX):
-            uid = holder.split("/")[1]
-            holders.append(Holder(user=names.get(int(uid)) if uid.isdigit() else None, chat_id=None))
+        if (uid := openai_user(holder)) is not None:
+            holders.append(Holder(user=names.get(uid), chat_id=None))
         elif (chat := chats.get(holder)) is not None:
             owner = chat.owner.name if chat.owner else None
             holders.append(Holder(user=owner, chat_id=chat.id, title=chat.title))

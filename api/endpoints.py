@@ -14,7 +14,7 @@ from api import metrics, sse
 from api.auth import CREDENTIALS, current_identity, current_user, public, require_admin
 from api.conversation import Reply, message_out
 from api.errors import ApiError, ChatBusy, ReplyFailed, Unauthenticated
-from api.openai_compat import openai_holder_prefix
+from api.holders import openai_user
 from api.openapi import streams_events
 from api.schemas import (
     BuildEntry,
@@ -111,8 +111,9 @@ async def _visible(state: WorkerState) -> WorkerState:
     if identity.admin:
         return state
     own = set(await Chat.filter(owner_id=identity.user.id, id__in=state.chats).values_list("id", flat=True))
-    mine = openai_holder_prefix(identity.user)
-    return state.model_copy(update={"chats": [c for c in state.chats if c in own or c.startswith(mine)]})
+    return state.model_copy(
+        update={"chats": [c for c in state.chats if c in own or openai_user(c) == identity.user.id]}
+    )
 
 
 @blueprint.get("/chats")

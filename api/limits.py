@@ -15,11 +15,10 @@ from datetime import UTC, datetime, timedelta
 from tortoise.expressions import F
 
 from api.errors import LimitExceeded
+from api.holders import openai_user
 from api.settings import ApiSettings
 from api.store import Chat, UsageDay, User
 from runtime.interface import ModelRuntime
-
-OPENAI_PREFIX = "openai/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +63,8 @@ class Limits:
         """(model, requested device) of every worker the user holds, through chats or /v1."""
         holders = {h: w for w in self.runtime.workers() for h in w.holders if h != except_holder}
         own = set(await Chat.filter(owner_id=user.id, id__in=list(holders)).values_list("id", flat=True))
-        mine = f"{OPENAI_PREFIX}{user.id}/"
-        return {(w.key.model, w.key.requested_device) for h, w in holders.items() if h in own or h.startswith(mine)}
+        return {(w.key.model, w.key.requested_device) for h, w in holders.items()
+                if h in own or openai_user(h) == user.id}
 
     async def check_load(self, user: User, holder: str, model: str, device: str) -> None:
         """429 if holding ``model`` for ``holder`` would take the user past their models limit."""

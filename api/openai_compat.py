@@ -23,9 +23,9 @@ from quart_schema import validate_request
 from api import sse
 from api.auth import current_user
 from api.errors import MessageTooLong, describe, error_payload
+from api.holders import openai_holder
 from api.limits import Limits
 from api.services import services
-from api.store import User
 from runtime.errors import ModelRuntimeError
 from runtime.interface import Event, Queued, WorkerInfo
 from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
@@ -65,13 +65,8 @@ class CompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=-(2**63), lt=2**64, description="Same seed, same sampled reply.")
 
 
-def openai_holder_prefix(user: User) -> str:
-    """The runtime holds a model for each user of this API apart ("/" is in no chat id)."""
-    return f"openai/{user.id}/"
-
-
 def _holder(model: str) -> str:
-    return openai_holder_prefix(current_user()) + model
+    return openai_holder(current_user().id, model)
 
 
 async def _worker_for(model: str) -> WorkerInfo:
