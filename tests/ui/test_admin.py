@@ -14,12 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from runtime.default_model import GGUF_NAME
 from tests.auth import bearer
 from tests.servers import ApiServer, UiServer, survivors
-from tests.ui.test_dashboard import CHROMIUM, FLAGS, SHOTS, User, _chat_id, _everything, make_user, sign_in
+from tests.ui.conftest import CHROMIUM, SHOTS
+from tests.ui.test_dashboard import User, _chat_id, _everything, make_user, sign_in
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is installed by deploy/local.sh test")
 DESKTOP = {"width": 1280, "height": 800}
@@ -45,15 +46,6 @@ def ada(servers: tuple[ApiServer, UiServer]) -> User:
 @pytest.fixture(scope="module")
 def bob(servers: tuple[ApiServer, UiServer]) -> User:
     return make_user(servers[0], "bob")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
 
 
 def _fits(page: Page) -> bool:

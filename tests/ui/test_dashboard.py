@@ -15,19 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from runtime.builds import BuildRecorder
 from runtime.default_model import GGUF_NAME
-from runtime.settings import PROJECT_ROOT
 from tests.auth import bearer
 from tests.servers import ApiServer, UiServer, survivors
+from tests.ui.conftest import CHROMIUM, SHOTS
 from ui.auth import COOKIE
 
-SHOTS = PROJECT_ROOT / "test-output" / "ui"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 ENDLESS = "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
 COUNTING = re.compile(r"^\d+, \d+, \d+, \d+")
 CHAT_ID = re.compile(r"chat_id=(\w+)")
@@ -70,15 +66,6 @@ def alice(servers: tuple[ApiServer, UiServer]) -> User:
 @pytest.fixture(scope="module")
 def bob(servers: tuple[ApiServer, UiServer]) -> User:
     return make_user(servers[0], "bob")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
