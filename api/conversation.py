@@ -21,8 +21,18 @@ from typing import Any
 from tortoise.exceptions import ValidationError
 from tortoise.transactions import in_transaction
 
+from api import branches
 from api.chatlog import ChatLog
-from api.errors import ApiError, ChatBusy, ChatNotFound, MessageTooLong, NotLoaded, ReplyFailed, describe
+from api.errors import (
+    ApiError,
+    ChatBusy,
+    ChatNotFound,
+    MessageNotFound,
+    MessageTooLong,
+    NotLoaded,
+    ReplyFailed,
+    describe,
+)
 from api.limits import Limits
 from api.metrics import Metrics
 from api.schemas import ChatMessage as MessageOut
@@ -42,7 +52,7 @@ ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant"}  # as stored
 def message_out(m: Message) -> MessageOut:
     """A stored message as every endpoint and event shows it (validated: the columns are plain strings)."""
     return MessageOut.model_validate({
-        "id": m.id, "sender": m.role, "text": m.text, "timestamp": m.created_at.isoformat(), "status": m.status,
+        "id": m.id, "parent_id": m.parent_id, "sender": m.role, "text": m.text, "timestamp": m.created_at.isoformat(), "status": m.status,
         "error": m.error, "model": m.model, "backend": m.backend, "running_on": m.running_on,
         "prompt_tokens": m.prompt_tokens, "tokens": m.completion_tokens,
         "time_to_first_token_s": m.time_to_first_token_s, "time_s": m.total_time_s, "tps": m.tokens_per_s,
@@ -242,11 +252,14 @@ class Conversations:
     # Turns
 
     async def start(
-        self, chat_id: str, owner: User, text: str | None, model: str | None = None, device: Device | None = None
+        self, chat_id: str, owner: User, text: str | None, model: str | None = None, device: Device | None = None,
+        edit_of: int | None = None, again: int | None = None,
     ) -> Reply:
-        """Begin a reply: to ``text`` (a new user message), or with ``text=None`` to the chat's
-        last message again (regenerate). Returns once the first token is there, or once the
-        request is in line when every slot of the model is busy; raises, having stored
+        """Begin a reply: to ``text``, a new user message after the branch shown (or in place
+        of question ``edit_of``, beside it), or with ``text=None`` a new reply beside reply
+        ``again`` (default: the last one shown; regenerate). Nothing is replaced: the earlier
+        question or reply stays as a sibling. Returns once the first token is there, or once
+        the request is in line when every slot of the model is busy; raises, having stored
         nothing, if the request is refused."""
         if text is not None and len(text) > self.settings.max_message_chars:
             raise MessageTooLong(
@@ -256,27 +269,24 @@ class Conversations:
         await self.check_owner(chat_id, owner)
         active = self._reserve(chat_id, owner)
         try:
-            return await self._open(active, text, model, device)
+            return await self._open(active, text, model, device, edit_of, again)
         except BaseException:
             if not active.handed_off:
                 self._release(active)
             raise
 
-    async def _open(self, active: ActiveReply, text: str | None, model: str | None, device: Device | None) -> Reply:
+    async def _open(
+        self, active: ActiveReply, text: str | None, model: str | None, device: Device | None,
+        edit_of: int | None, again: int | None,
+    ) -> Reply:
         chat_id = active.chat_id
-        if text is None:
-            await self.get(chat_id, active.owner)  # regenerate: the chat must exist
+        if text is None or edit_of is not None:
+            await self.get(chat_id, active.owner)  # regenerate and edit: the chat must exist
         worker = await self._ensure_loaded(chat_id, active.owner, model, device)
         chat = await self.get(chat_id, active.owner)  # it exists once a model is loaded for it
-        stored = await Message.filter(chat=chat).order_by("id")
-        replaced = None
-        if text is None:
-            if not stored:
-                raise ApiError("the chat has no messages to answer")
-            if stored[-1].role == "assistant":
-                replaced = stored.pop()
+        parent, before = await _place(chat, text, edit_of, again)
         history = [ChatMessage("system", chat.system_prompt)] if chat.system_prompt.strip() else []
-        history += [ChatMessage(ROLES[m.role], m.text) for m in stored
+        history += [ChatMessage(ROLES[m.role], m.text) for m in before
                     if m.role == "user" or (m.status != "streaming" and m.text)]
         if text is not None:
             history.append(ChatMessage("user", text))
@@ -293,7 +303,7 @@ class Conversations:
             raise
         # Accepted: from here on, the question and its answer row are stored, whatever happens.
         active.handed_off = True
-        accepting = asyncio.ensure_future(self._accept(chat, text, replaced, worker, fitted))
+        accepting = asyncio.ensure_future(self._accept(chat, text, parent, worker, fitted, edit_of, again))
         try:
             reply = await asyncio.shield(accepting)
         except BaseException as exc:  # cancelled meanwhile, or the database failed
@@ -311,23 +321,25 @@ class Conversations:
         return Reply(start, first, stream)
 
     async def _accept(
-        self, chat: Chat, text: str | None, replaced: Message | None, worker: WorkerInfo, fitted: FittedPrompt
+        self, chat: Chat, text: str | None, parent: int | None, worker: WorkerInfo, fitted: FittedPrompt,
+        edit_of: int | None, again: int | None,
     ) -> Message:
-        """Store the question and its answer row together (and drop the reply a regenerate replaces)."""
+        """Store the question and its answer row together, and show their branch."""
         async with in_transaction():
             if text is not None:
-                await Message.create(chat=chat, role="user", text=text)
+                question = await Message.create(chat=chat, role="user", text=text, parent_id=parent)
+                parent = question.id
             reply = await Message.create(
                 chat=chat, role="assistant", text="", status="streaming", model=worker.key.model,
                 running_on=worker.running_on, backend=worker.key.backend, dropped_messages=fitted.dropped,
-                prompt_tokens=fitted.prompt_tokens,
+                prompt_tokens=fitted.prompt_tokens, parent_id=parent,
             )
-            if replaced is not None:
-                await replaced.delete()
+            await Chat.filter(id=chat.id).update(current_message_id=reply.id)
+        chat.current_message_id = reply.id
         if text is not None:
-            await self.chatlog.write(chat.id, f"user: {text}")
-        if replaced is not None:
-            await self.chatlog.write(chat.id, f"regenerate: replaced message {replaced.id}")
+            await self.chatlog.write(chat.id, f"user{f' (edit of message {edit_of})' if edit_of else ''}: {text}")
+        else:
+            await self.chatlog.write(chat.id, f"regenerate: a new reply beside message {again or 'the last'}")
         return reply
 
     async def _abandon(
@@ -376,6 +388,7 @@ class Conversations:
                 elif isinstance(event, TokenChunk):
                     first_at = first_at or time.perf_counter()
                     parts.append(event.text)
+                    self.metrics.observe_token(turn.worker.key.model)
                     yield event.text
                     if time.perf_counter() - flushed_at > FLUSH_EVERY_S:
                         turn.reply.text = "".join(parts)
@@ -435,7 +448,10 @@ class Conversations:
             f"assistant [{reply.status}{note}; {reply.completion_tokens} tokens, {reply.total_time_s:.2f} s, "
             f"{reply.tokens_per_s:.1f} tokens/s, {turn.dropped} dropped]: {text}",
         )
-        return message_out(reply)
+        beside = Message.filter(chat_id=turn.chat.id)
+        beside = beside.filter(parent_id=reply.parent_id) if reply.parent_id else beside.filter(parent_id__isnull=True)
+        ids = await beside.order_by("id").values_list("id", flat=True)
+        return message_out(reply).model_copy(update={"siblings": list(ids)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +463,36 @@ class _Turn:
     worker: WorkerInfo
     dropped: int
     started: float
+
+
+async def _place(
+    chat: Chat, text: str | None, edit_of: int | None, again: int | None
+) -> tuple[int | None, list[Message]]:
+    """Where a turn's first new message goes (its parent) and the branch the model reads
+    before it: after the branch shown, beside question ``edit_of``, or (``text`` None) a
+    reply beside ``again`` or the last reply shown."""
+    messages, shown = await branches.shown(chat)
+    by_id = {m.id: m for m in messages}
+    if edit_of is not None:
+        edited = by_id.get(edit_of)
+        if edited is None or edited.role != "user":
+            raise MessageNotFound(f"the chat has no question with id {edit_of} to edit")
+        parent = edited.parent_id
+    elif text is not None:
+        parent = shown[-1].id if shown else None
+    elif again is not None:
+        redone = by_id.get(again)
+        if redone is None or redone.role != "assistant" or redone.parent_id is None:
+            raise MessageNotFound(f"the chat has no reply with id {again} to make again")
+        parent = redone.parent_id
+    else:
+        if not shown:
+            raise ApiError("the chat has no messages to answer")
+        last = shown[-1]
+        parent = last.parent_id if last.role == "assistant" else last.id
+        if parent is None:
+            raise ApiError("the chat has no question to answer")
+    return parent, branches.path(messages, parent) if parent is not None else []
 
 
 def _not_found(chat_id: str) -> ChatNotFound:

@@ -1,4 +1,5 @@
-"""The chat API's endpoints: status, chats, history, load, unload, chat, models, metrics, and chat management."""
+"""The chat API's endpoints: status, chats, history and branches, load, unload, chat, token counts, models,
+metrics, and chat management."""
 
 from __future__ import annotations
 
@@ -10,16 +11,24 @@ from quart import Blueprint, Response, g, request
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 from tortoise.functions import Count, Min
 
-from api import metrics, sse
+from api import branches, metrics, sse
 from api.auth import CREDENTIALS, current_identity, current_user, public, require_admin
 from api.conversation import Reply, message_out
-from api.errors import ApiError, ChatBusy, ReplyFailed, Unauthenticated
+from api.errors import (
+    ApiError,
+    ChatBusy,
+    MessageNotFound,
+    MessageTooLong,
+    NotLoaded,
+    ReplyFailed,
+    Unauthenticated,
+)
 from api.holders import openai_user
 from api.openapi import streams_events
 from api.schemas import (
+    BranchRequest,
     BuildEntry,
     ChatDetail,
-    ChatIdQuery,
     ChatList,
     ChatMessage,
     ChatMeta,
@@ -30,6 +39,7 @@ from api.schemas import (
     CreateChatRequest,
     Deleted,
     History,
+    HistoryQuery,
     LoadRequest,
     LoadResponse,
     ModelEntry,
@@ -39,6 +49,8 @@ from api.schemas import (
     StatusResponse,
     Stopped,
     StopQuery,
+    TokenCount,
+    TokenCountRequest,
     UnloadRequest,
     UnloadResponse,
     WorkerState,
@@ -47,6 +59,7 @@ from api.services import services
 from api.store import Chat, Message, chat_title
 from runtime.errors import ModelRuntimeError
 from runtime.interface import WorkerInfo
+from runtime.protocol import ChatMessage as RuntimeMessage
 
 blueprint = Blueprint("endpoints", __name__)
 
@@ -126,13 +139,54 @@ async def list_chats() -> ChatList:
 
 
 @blueprint.get("/history")
-@validate_querystring(ChatIdQuery)
+@validate_querystring(HistoryQuery)
 @validate_response(History)
-async def history(query_args: ChatIdQuery) -> History:
-    """The chat's messages in order, with each reply's metrics and status."""
+async def history(query_args: HistoryQuery) -> History:
+    """The branch of the chat being shown, first message first, with each reply's metrics and
+    status and each message's siblings (other versions of it); ``?tree=true``: every message."""
     chat = await services().conversations.get(query_args.chat_id, current_user())
-    messages = await Message.filter(chat=chat).order_by("id")
-    return History(chat_id=chat.id, messages=[message_out(m) for m in messages])
+    messages, shown = await branches.shown(chat)
+    return _history(chat, messages, messages if query_args.tree else shown)
+
+
+def _history(chat: Chat, messages: list[Message], listed: list[Message]) -> History:
+    around = branches.siblings(messages)
+    current = listed[-1].id if listed and chat.current_message_id is None else chat.current_message_id
+    return History(chat_id=chat.id, current_message_id=current,
+                   messages=[message_out(m).model_copy(update={"siblings": around[m.id]}) for m in listed])
+
+
+@blueprint.post("/chats/<chat_id>/branch")
+@validate_request(BranchRequest)
+@validate_response(History)
+async def branch(chat_id: str, data: BranchRequest) -> History:
+    """Show another version of a message (one of its ``siblings``), with the newest branch
+    after it; answers the branch now shown, as ``GET /history`` does."""
+    conversations = services().conversations
+    chat = await conversations.get(chat_id, current_user())
+    if conversations.answering(chat.id):  # the reply under way belongs to the branch shown
+        raise ChatBusy("a reply is still being generated for this chat; stop it or wait for it, then switch")
+    messages = await branches.show(chat, data.message_id)
+    if messages is None:
+        raise MessageNotFound(f"the chat has no message with id {data.message_id}")
+    return _history(chat, messages, branches.path(messages, chat.current_message_id))
+
+
+@blueprint.post("/tokens")
+@validate_request(TokenCountRequest)
+@validate_response(TokenCount)
+async def count_tokens(data: TokenCountRequest) -> TokenCount:
+    """How many tokens the chat's loaded model reads for ``text`` as a user message, and its
+    context length: the dashboard's count under the message box."""
+    s = services()
+    chat = await s.conversations.get(data.chat_id, current_user())
+    if len(data.text) > s.settings.max_message_chars:
+        raise MessageTooLong(f"the text has {len(data.text)} characters; the limit is {s.settings.max_message_chars}")
+    held = s.runtime.holding(chat.id)
+    if held is None:
+        raise NotLoaded("no model is loaded for this chat: load one to count tokens")
+    tokens = await s.runtime.count_tokens(chat.id, [RuntimeMessage("user", data.text)])
+    return TokenCount(tokens=tokens, context_length=held.context_length)
 
 
 @blueprint.post("/load")
@@ -180,7 +234,7 @@ async def chat(data: ChatRequest, query_args: ChatQuery) -> dict[str, object] | 
     ``start``, ``token``..., then ``done`` (the stored reply) or ``error`` (see the schemas
     StartEvent, TokenEvent, ChatMessage and ErrorBody). A refused request stores nothing."""
     reply = await services().conversations.start(
-        data.chat_id, current_user(), data.message, query_args.model, query_args.device
+        data.chat_id, current_user(), data.message, query_args.model, query_args.device, edit_of=data.edit_of
     )
     return await _answer(reply, data.stream)
 
@@ -304,7 +358,8 @@ async def stop(chat_id: str, query_args: StopQuery) -> Stopped:
 @document_response(ChatResponse)
 @streams_events
 async def regenerate(chat_id: str, data: RegenerateRequest) -> dict[str, object] | Response:
-    """Replace the last reply (or answer the last unanswered message) with a new one."""
-    reply = await services().conversations.start(chat_id, current_user(), None)
+    """A new reply beside the last one shown (or beside ``message_id``), or to the last
+    question if it has none; the earlier reply stays as a sibling (see ``siblings``)."""
+    reply = await services().conversations.start(chat_id, current_user(), None, again=data.message_id)
     return await _answer(reply, data.stream)
 

@@ -9,6 +9,8 @@ Hierarchy (the API's own errors; each carries its status)::
     ├── HostNotAllowed          403 the Host header names no name of this server (DNS rebinding)
     ├── OriginNotAllowed        403 a browser request from a page of another site
     ├── ChatNotFound            404 also another user's chat: its existence is not revealed
+    ├── MessageNotFound         404 no such message in the chat (or not one that can be edited
+    │                               or made again: a reply for an edit, a question for a regenerate)
     ├── KeyNotFound             404 no such API key of yours
     ├── UserNotFound            404 no such user (administrators' routes)
     ├── WorkerNotFound          404 no worker runs for that model, device and backend
@@ -79,6 +81,10 @@ class OriginNotAllowed(ApiError):
 
 
 class ChatNotFound(ApiError):
+    status = 404
+
+
+class MessageNotFound(ApiError):
     status = 404
 
 

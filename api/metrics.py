@@ -7,6 +7,7 @@ per-load figures are observed as they happen.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -59,6 +60,8 @@ class Metrics:
                                     buckets=(0, 0.05, 0.25, 1, 2.5, 5, 10, 30, 60, 120))
         self.batch = Histogram("llmchat_batch_size", "Replies generating together when a reply started, itself included.",
                                ["model"], registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64))
+        # Tokens per model as they stream (every reply, /chat and /v1): the Machine page's tokens/s.
+        self.streamed: Tally[str] = Tally()
         self.loads = Histogram("llmchat_load_seconds", "Time to load a model into a new worker.", ["model"],
                                registry=self.registry, buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300))
 
@@ -68,6 +71,10 @@ class Metrics:
         if status == "complete":
             self.ttft.labels(model).observe(ttft_s)
             self.tps.labels(model).observe(tokens_per_s)
+
+    def observe_token(self, model: str) -> None:
+        """One token of a reply in progress reached its client."""
+        self.streamed[model] += 1
 
     def observe_start(self, model: str, started: Queued) -> None:
         """A reply got its slot: how long it waited, and how many replies now run together."""

@@ -25,6 +25,7 @@ from api.auth import current_user
 from api.errors import MessageTooLong, describe, error_payload
 from api.holders import openai_holder
 from api.limits import Limits
+from api.metrics import Metrics
 from api.services import services
 from runtime.errors import ModelRuntimeError
 from runtime.interface import Event, Queued, WorkerInfo
@@ -111,7 +112,7 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     s.limits.begin_reply(user)
-    counted = _Counted(s.limits, user.id)
+    counted = _Counted(s.limits, s.metrics, user.id, worker.key.model)
     events = s.runtime.generate(_holder(data.model), fitted.messages, params)
     try:
         first = await _first_output(events, worker.key.model)  # refusals and failures in the queue keep their HTTP status
@@ -130,7 +131,7 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
             while event is not None:
                 if isinstance(event, TokenChunk):
                     parts.append(event.text)
-                    counted.tokens += 1
+                    counted.token()
                 elif isinstance(event, Finished):
                     finished = counted.finished = event
                     break
@@ -157,11 +158,16 @@ async def chat_completions(data: CompletionRequest) -> Response | dict[str, Any]
 class _Counted:
     """One /v1 reply's place among its user's replies at once, and its tokens for the day's usage."""
 
-    def __init__(self, limits: Limits, user_id: int) -> None:
-        self.limits = limits  # held here: a streamed reply ends outside the request's app context
-        self.user_id = user_id
+    def __init__(self, limits: Limits, metrics: Metrics, user_id: int, model: str) -> None:
+        # Held here: a streamed reply ends outside the request's app context.
+        self.limits, self.metrics = limits, metrics
+        self.user_id, self.model = user_id, model
         self.tokens = 0  # chunks seen: the count when the worker's metrics never come
         self.finished: Finished | None = None
+
+    def token(self) -> None:
+        self.tokens += 1
+        self.metrics.observe_token(self.model)
 
     async def settle(self) -> None:
         limits = self.limits
@@ -211,7 +217,7 @@ async def _chunks(
         event: Event | None = first
         while event is not None:
             if isinstance(event, TokenChunk):
-                counted.tokens += 1
+                counted.token()
                 yield chunk({"content": event.text}, None)
             elif isinstance(event, Finished):
                 counted.finished = event

@@ -59,6 +59,9 @@ class ChatRequest(Strict):
     chat_id: str = ChatId
     message: str = Field(min_length=1)
     stream: bool = Field(False, description="Answer with server-sent events instead of one JSON body.")
+    edit_of: int | None = Field(
+        None, ge=1, description="Send ``message`` in place of this earlier question of yours: the chat goes on from "
+        "there, and the question's old continuation stays as a branch beside it.")
 
 
 class ChatQuery(Strict):
@@ -68,6 +71,11 @@ class ChatQuery(Strict):
 
 class ChatIdQuery(Strict):
     chat_id: str = ChatId
+
+
+class HistoryQuery(Strict):
+    chat_id: str = ChatId
+    tree: bool = Field(False, description="Every message of the chat (each with its parent_id), not only the branch shown.")
 
 
 class OptionalChatIdQuery(Strict):
@@ -94,6 +102,17 @@ class CreateChatRequest(ChatSettings):
 
 class RegenerateRequest(Strict):
     stream: bool = False
+    message_id: int | None = Field(
+        None, ge=1, description="The reply to make again (kept as a sibling); default: the last one shown.")
+
+
+class BranchRequest(Strict):
+    message_id: int = Field(ge=1, description="Show the branch through this message (to its newest end).")
+
+
+class TokenCountRequest(Strict):
+    chat_id: str = ChatId
+    text: str = Field(description="A draft message: counted as the chat's model would read it.")
 
 
 # Responses
@@ -149,7 +168,9 @@ class ChatDetail(ChatMeta):
 
 
 class ChatList(BaseModel):
-    chats: list[ChatMeta]
+    chats: list[ChatMeta] = Field(description="One page, most recently active first.")
+    next_cursor: str | None = Field(
+        None, description="Pass as ?cursor= for the next page; null: this is the last page.")
 
 
 class ChatMessage(BaseModel):
@@ -157,6 +178,7 @@ class ChatMessage(BaseModel):
     ``/history``, in ``POST /chat``'s answer and in the stream's ``done`` event."""
 
     id: int
+    parent_id: int | None = Field(None, description="The message this one follows (None: the chat's first).")
     sender: Literal["user", "assistant"]
     text: str
     timestamp: str
@@ -171,11 +193,21 @@ class ChatMessage(BaseModel):
     time_s: float | None = Field(None, description="Time from the request reaching the model to its end.")
     tps: float | None = Field(None, description="Tokens per second.")
     dropped_messages: int | None = Field(None, description="Earlier messages left out to fit the context.")
+    siblings: list[int] | None = Field(
+        None, description="In /history: the ids of the messages with the same parent, this one included, oldest "
+        "first (an edited question, regenerated replies): show one of them with POST /chats/{id}/branch.")
+
+
+class TokenCount(BaseModel):
+    tokens: int = Field(description="Tokens the model reads for the text as a user message (its chat template included).")
+    context_length: int
 
 
 class History(BaseModel):
     chat_id: str
-    messages: list[ChatMessage]
+    current_message_id: int | None = Field(None, description="The last message of the branch shown.")
+    messages: list[ChatMessage] = Field(
+        description="The branch shown, first message first; with ?tree=true every message of the chat, by id.")
 
 
 class LoadResponse(BaseModel):
@@ -463,3 +495,47 @@ class ServerSettingsOut(BaseModel):
 
 class ServerSettingsUpdate(Strict):
     open_signup: bool | None = None
+
+
+# The chat library: paging the chat list, search, import (api/library_endpoints.py; the
+# archive format itself is in api/transfer.py)
+
+
+class ChatListQuery(Strict):
+    limit: int = Field(50, ge=1, le=200, description="Chats per page.")
+    cursor: str | None = Field(
+        None, max_length=200, description="The next_cursor of the previous page; leave out for the first page.")
+
+
+class SearchQuery(Strict):
+    q: str = Field(min_length=1, max_length=500, description="Words to find (see GET /search).")
+    limit: int = Field(20, ge=1, le=50)
+
+
+class SearchResult(BaseModel):
+    chat_id: str
+    title: str = Field(description="The chat's title as the chat list shows it.")
+    message_id: int | None = Field(description="The matching message; null when only the title matched.")
+    sender: Literal["user", "assistant"] | None = Field(description="The matching message's sender.")
+    snippet: str = Field(
+        description="HTML: the escaped text around the match, each matching word in <mark>...</mark>.")
+    timestamp: str | None = Field(description="When the message was sent; null for a title.")
+
+
+class SearchResults(BaseModel):
+    query: str
+    results: list[SearchResult] = Field(description="Best match first (relevance, then the newest).")
+
+
+class ExportQuery(Strict):
+    format: Literal["markdown", "json"] = Field(
+        "markdown", description="markdown: readable, the branch shown; json: every message, re-importable.")
+
+
+class ImportedChat(BaseModel):
+    chat_id: str = Field(description="The new chat's id.")
+    title: str
+
+
+class ImportResult(BaseModel):
+    imported: list[ImportedChat] = Field(description="The new chats, in the archive's order.")

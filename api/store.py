@@ -132,11 +132,14 @@ class Chat(Model):
     owner: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="chats", null=True, on_delete=fields.RESTRICT
     )
+    # The last message of the branch being shown (see api.branches); None: no messages yet.
+    current_message_id = fields.IntField(null=True)
 
     messages: fields.ReverseRelation[Message]
 
     class Meta:
         table = "chats"
+        indexes = (("owner", "updated_at"),)  # a user's chats, newest first, page by page
 
 
 class Message(Model):
@@ -145,6 +148,11 @@ class Message(Model):
     id = fields.IntField(pk=True)
     chat: fields.ForeignKeyRelation[Chat] = fields.ForeignKeyField(
         "models.Chat", related_name="messages", on_delete=fields.CASCADE
+    )
+    # The message this one follows: a chat is a tree, and messages with one parent are
+    # siblings (an edited question, a regenerated reply). None: the chat's first message(s).
+    parent: fields.ForeignKeyNullableRelation[Message] = fields.ForeignKeyField(
+        "models.Message", related_name="children", null=True, on_delete=fields.CASCADE
     )
     role = fields.CharField(max_length=16)  # user, assistant
     text = fields.TextField()

@@ -87,6 +87,7 @@ class FakeRuntime:
         self._reasons: dict[str, str] = {}
         self._deaths = 0
         self.generations = 0  # generations that got past the queue (a test's evidence)
+        self.last_prompt: list[ChatMessage] = []  # the messages the latest of them read (evidence too)
         self.building: list[BuildState] = []  # what builds() reports; a test sets it
 
     # Test controls
@@ -205,6 +206,7 @@ class FakeRuntime:
             async for queued in place.wait():
                 yield queued
             self.generations += 1
+            self.last_prompt = list(messages)
             async for event in self._reply(worker, messages, params):
                 yield event
             place.done()
