@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-import psutil
 from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 from tortoise.functions import Count
@@ -15,14 +14,14 @@ from api.account_endpoints import limits_out, usage_out
 from api.auth import client_address, require_admin
 from api.endpoints import worker_state
 from api.errors import Conflict, UserNotFound, WorkerNotFound
-from api.holders import openai_user
+from api.holders import holders_of
+from api.machine import resident_mb
 from api.schemas import (
     AdminWorker,
     AdminWorkerList,
     AuditList,
     AuditOut,
     AuditQuery,
-    Holder,
     OverridesOut,
     PasswordReset,
     PasswordResetDone,
@@ -38,7 +37,7 @@ from api.schemas import (
 )
 from api.services import services
 from api.store import AuditEntry, Chat, User
-from runtime.interface import WorkerInfo, WorkerKey
+from runtime.interface import WorkerKey
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 FORCED = "unloaded by an administrator"
@@ -141,38 +140,15 @@ async def reset_password(name: str, data: PasswordReset) -> PasswordResetDone:
     return PasswordResetDone(name=user.name, password=None if data.password else password)
 
 
-async def _holders(info: WorkerInfo) -> list[Holder]:
-    chats = {c.id: c for c in await Chat.filter(id__in=list(info.holders)).select_related("owner")}
-    user_ids = {uid for h in info.holders if (uid := openai_user(h)) is not None}
-    names = dict(await User.filter(id__in=list(user_ids)).values_list("id", "name"))
-    holders = []
-    for holder in info.holders:
-        if (uid := openai_user(holder)) is not None:
-            holders.append(Holder(user=names.get(uid), chat_id=None))
-        elif (chat := chats.get(holder)) is not None:
-            owner = chat.owner.name if chat.owner else None
-            holders.append(Holder(user=owner, chat_id=chat.id, title=chat.title))
-        else:
-            holders.append(Holder(user=None, chat_id=holder))
-    return holders
-
-
 @blueprint.get("/workers")
 @validate_response(AdminWorkerList)
 async def workers() -> AdminWorkerList:
     """Every loaded worker, and who holds it: each chat with its owner, and users of the OpenAI API."""
     found = []
     for info in services().runtime.workers():
-        memory = await asyncio.to_thread(_resident_mb, info.pid)
-        found.append(AdminWorker(**worker_state(info).model_dump(), holders=await _holders(info), memory_mb=memory))
+        memory = await asyncio.to_thread(resident_mb, info.pid)
+        found.append(AdminWorker(**worker_state(info).model_dump(), holders=await holders_of(info), memory_mb=memory))
     return AdminWorkerList(workers=found)
-
-
-def _resident_mb(pid: int) -> float | None:
-    try:
-        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
-    except (psutil.Error, ValueError):
-        return None
 
 
 @blueprint.post("/workers/unload")

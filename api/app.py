@@ -17,6 +17,9 @@ from api import (
     endpoints,
     errors,
     hosts,
+    library_endpoints,
+    machine,
+    machine_endpoints,
     metrics,
     openai_compat,
     requests,
@@ -57,7 +60,9 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
     app.register_blueprint(account_endpoints.blueprint)
     app.register_blueprint(admin_endpoints.blueprint)
     app.register_blueprint(endpoints.blueprint)
+    app.register_blueprint(machine_endpoints.blueprint)
     app.register_blueprint(openai_compat.blueprint)
+    library_endpoints.register(app, settings)  # after requests.register: it extends the request class
 
     @app.before_serving
     async def start() -> None:
@@ -76,10 +81,14 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         app.extensions["llmchat"] = Services(
             settings, chosen, conversations, chatlog, recorder, accounts.FailureLimiter(), admin, limits
         )
+        app.extensions[machine.EXTENSION] = machine.Sampler(chosen, recorder, settings.machine_sample_s).start()
         log.info("serving; database %s, models %s", settings.db_path, settings.models_dir)
 
     @app.after_serving
     async def stop() -> None:
+        sampler: machine.Sampler | None = app.extensions.pop(machine.EXTENSION, None)
+        if sampler is not None:
+            await sampler.stop()
         services: Services | None = app.extensions.pop("llmchat", None)
         if services is not None:
             await services.runtime.close()

@@ -13,6 +13,7 @@ from tortoise.functions import Count, Min
 
 from api import branches, metrics, sse
 from api.auth import CREDENTIALS, current_identity, current_user, public, require_admin
+from api.chat_pages import chat_page, decode_cursor
 from api.conversation import Reply, message_out
 from api.errors import (
     ApiError,
@@ -30,6 +31,7 @@ from api.schemas import (
     BuildEntry,
     ChatDetail,
     ChatList,
+    ChatListQuery,
     ChatMessage,
     ChatMeta,
     ChatQuery,
@@ -130,12 +132,17 @@ async def _visible(state: WorkerState) -> WorkerState:
 
 
 @blueprint.get("/chats")
+@validate_querystring(ChatListQuery)
 @validate_response(ChatList)
-async def list_chats() -> ChatList:
-    """Your chats, most recently active first."""
-    chats = await Chat.filter(owner_id=current_user().id).order_by("-updated_at")
+async def list_chats(query_args: ChatListQuery) -> ChatList:
+    """Your chats, most recently active first, a page at a time.
+
+    Pass a page's ``next_cursor`` as ``?cursor=`` for the next one (null: the last page); a
+    malformed cursor is a 400."""
+    after = decode_cursor(query_args.cursor) if query_args.cursor is not None else None
+    chats, next_cursor = await chat_page(current_user().id, query_args.limit, after)
     summaries = await _summaries([c.id for c in chats])
-    return ChatList(chats=[await _meta(c, summary=summaries[c.id]) for c in chats])
+    return ChatList(chats=[await _meta(c, summary=summaries[c.id]) for c in chats], next_cursor=next_cursor)
 
 
 @blueprint.get("/history")
@@ -176,8 +183,9 @@ async def branch(chat_id: str, data: BranchRequest) -> History:
 @validate_request(TokenCountRequest)
 @validate_response(TokenCount)
 async def count_tokens(data: TokenCountRequest) -> TokenCount:
-    """How many tokens the chat's loaded model reads for ``text`` as a user message, and its
-    context length: the dashboard's count under the message box."""
+    """How many tokens ``text`` is for the chat's loaded model (the text alone, without the
+    chat template's markers around a message), and its context length: the dashboard's
+    count under the message box."""
     s = services()
     chat = await s.conversations.get(data.chat_id, current_user())
     if len(data.text) > s.settings.max_message_chars:
@@ -185,8 +193,9 @@ async def count_tokens(data: TokenCountRequest) -> TokenCount:
     held = s.runtime.holding(chat.id)
     if held is None:
         raise NotLoaded("no model is loaded for this chat: load one to count tokens")
-    tokens = await s.runtime.count_tokens(chat.id, [RuntimeMessage("user", data.text)])
-    return TokenCount(tokens=tokens, context_length=held.context_length)
+    with_text = await s.runtime.count_tokens(chat.id, [RuntimeMessage("user", data.text)])
+    template = await s.runtime.count_tokens(chat.id, [RuntimeMessage("user", "")])  # the turn's own markers
+    return TokenCount(tokens=max(0, with_text - template), context_length=held.context_length)
 
 
 @blueprint.post("/load")

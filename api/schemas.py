@@ -199,7 +199,7 @@ class ChatMessage(BaseModel):
 
 
 class TokenCount(BaseModel):
-    tokens: int = Field(description="Tokens the model reads for the text as a user message (its chat template included).")
+    tokens: int = Field(description="The text's tokens for the model (without the chat template's markers).")
     context_length: int
 
 
@@ -504,7 +504,7 @@ class ServerSettingsUpdate(Strict):
 class ChatListQuery(Strict):
     limit: int = Field(50, ge=1, le=200, description="Chats per page.")
     cursor: str | None = Field(
-        None, max_length=200, description="The next_cursor of the previous page; leave out for the first page.")
+        None, description="The next_cursor of the previous page; leave out for the first page.")
 
 
 class SearchQuery(Strict):

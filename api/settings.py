@@ -39,7 +39,13 @@ class ApiSettings(RuntimeSettings):
     limit_loaded_models: int = Field(4, ge=0, description="Models one user may hold loaded at once (0: no limit).")
     limit_concurrent_replies: int = Field(8, ge=0, description="Replies one user may have generated at once (0: no limit).")
     limit_tokens_per_day: int = Field(0, ge=0, description="Tokens one user may generate a UTC day (0: no limit).")
+    machine_sample_s: float = Field(
+        5.0, ge=0.5, le=60, description="How often the Machine page's figures are sampled (seconds); 15 minutes are kept."
+    )
     max_message_chars: int = Field(32_000, ge=1, description="Longest accepted chat message.")
+    max_import_bytes: int = Field(
+        50_000_000, ge=1024, description="Largest accepted chat archive (POST /chats/import), in bytes."
+    )
     default_max_new_tokens: int = Field(256, ge=1, le=32_768, description="Reply length for new chats.")
     default_temperature: float = Field(0.7, ge=0, le=2, description="Temperature for new chats.")
     default_top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling for new chats.")
