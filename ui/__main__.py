@@ -1,5 +1,5 @@
-"""Serve the dashboard (``/``) and its admin view (``/admin``): ``python -m ui`` (binds
-``LLMCHAT_UI_HOST``:``LLMCHAT_UI_PORT``)."""
+"""Serve the dashboard (``/``), its admin view (``/admin``) and the Machine page (``/machine``):
+``python -m ui`` (binds ``LLMCHAT_UI_HOST``:``LLMCHAT_UI_PORT``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ui import hosts
 from ui.admin import create_admin_page
 from ui.app import create_dashboard
 from ui.auth import EXCLUDED_COOKIES, EXCLUDED_HEADERS, DashboardAuth
+from ui.machine import create_machine_page
 from ui.settings import UiSettings
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     mode = "sign-in on" if settings.auth == "on" else "local mode, no sign-in"
     print(f"llmchat UI on http://{settings.ui_host}:{settings.ui_port}/ (API at {settings.api_url}; {mode})", flush=True)
     server = get_server(
-        {"/": create_dashboard, "/admin": create_admin_page},  # one sign-in for both
+        {"/": create_dashboard, "/admin": create_admin_page, "/machine": create_machine_page},  # one sign-in
         address=settings.ui_host,
         port=settings.ui_port,
         websocket_origin=origins,

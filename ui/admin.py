@@ -23,6 +23,7 @@ from typing import Any
 
 import panel as pn
 
+from ui.a11y import PageFixes, readable
 from ui.auth import SignedIn, signed_in_user
 from ui.client import ApiClient, ApiProblem
 from ui.header import account_box
@@ -170,10 +171,10 @@ class AdminView:
         self.who = pn.widgets.Select(name="User", options=[], width=220)
         self.role = pn.widgets.Select(name="Role", options=["user", "admin"], width=110)
         self.change_role = pn.widgets.Button(name="Change role", align="end", width=130)
-        self.disable = pn.widgets.Button(name="Disable", button_type="danger", button_style="outline",
-                                         align="end", width=110)
-        self.reset = pn.widgets.Button(name="Reset password", button_type="warning", button_style="outline",
-                                       align="end", width=150)
+        self.disable = readable(pn.widgets.Button(name="Disable", button_type="danger", button_style="outline",
+                                                  align="end", width=110))
+        self.reset = readable(pn.widgets.Button(name="Reset password", button_type="warning", button_style="outline",
+                                                align="end", width=150))
         self.limits = {field: pn.widgets.TextInput(name=label, width=150) for field, label, _ in LIMITS}
         self.set_limits = pn.widgets.Button(name="Set limits", align="end", width=110)
         # Machine
@@ -201,7 +202,7 @@ class AdminView:
 
     def view(self) -> pn.template.BaseTemplate:
         template = pn.template.FastListTemplate(
-            title="Admin · llmchat", main=[self.body], main_layout=None, accent="#2f6fed",
+            title="Admin · llmchat", main=[self.body, PageFixes()], main_layout=None, accent="#2f6fed",
             header_background="#1f3b73", header=account_box(self.user, admin_page=True),
         )
         template.config.raw_css.append(NARROW_CSS)
@@ -357,7 +358,8 @@ class AdminView:
         self.workers_box.objects = [self._worker(w) for w in workers]
 
     def _worker(self, w: dict[str, Any]) -> pn.Column:
-        button = pn.widgets.Button(name="Force unload", button_type="danger", width=140, css_classes=["force-unload"])
+        button = readable(pn.widgets.Button(name="Force unload", button_type="danger", width=140,
+                                            css_classes=["force-unload"]))
 
         async def on_click(_: Any) -> None:
             button.disabled = True

@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import panel as pn
 
+from ui.a11y import MESSAGE_CSS, PageFixes, readable
 from ui.auth import SignedIn, signed_in_user
 from ui.client import ApiClient, ApiProblem
+from ui.draft import DraftCounter
 from ui.header import account_box
 from ui.keys import ApiKeys
+from ui.render import plain_markdown, reply_body
 from ui.settings import UiSettings
+from ui.shortcuts import Shortcuts
+from ui.sidebar import ChatSidebar
 
 ASSISTANT = "Assistant"
 USER = "You"
@@ -56,6 +61,13 @@ NARROW_CSS = """
 
 def _when(iso: str) -> datetime:
     return datetime.fromisoformat(iso).astimezone()
+
+
+def _later(action: Callable[[int], Awaitable[None]], message_id: int) -> Callable[[Any], Awaitable[None]]:
+    """A click handler that runs ``action(message_id)`` (Panel awaits only coroutine functions)."""
+    async def clicked(_: Any) -> None:
+        await action(message_id)
+    return clicked
 
 
 def metrics_line(message: dict[str, Any]) -> str:
@@ -89,18 +101,18 @@ class Dashboard:
         self.user = user
         self.loaded = False
         self.models_dir = ""
-        self._chat_rows: dict[str, pn.Column] = {}
         # Refreshes overlap (a reply ends while a chat opens): only the newest may draw.
-        self._refreshes = {"chats": 0, "status": 0}
+        self._refreshes = {"status": 0, "open": 0}
         self.chat_id = pn.widgets.TextInput(name="chat_id", visible=False)
         self.new_chat = pn.widgets.Button(name="New chat", button_type="primary", icon="plus", sizing_mode="stretch_width")
-        self.chat_list = pn.Column(sizing_mode="stretch_width", css_classes=["chat-list"])
+        self.sidebar = ChatSidebar(api, self.open_chat, lambda: str(self.chat_id.value or ""), self._on_problem)
         self.title = pn.widgets.TextInput(name="Chat name", placeholder="Name this chat", sizing_mode="stretch_width")
         self.rename = pn.widgets.Button(name="Rename", sizing_mode="stretch_width")
-        self.delete = pn.widgets.Button(name="Delete chat", button_type="danger", button_style="outline", sizing_mode="stretch_width")
+        self.delete = readable(pn.widgets.Button(name="Delete chat", button_type="danger", button_style="outline",
+                                                  sizing_mode="stretch_width"))
         self.model = pn.widgets.Select(name="Model", options=[], min_width=200, max_width=420, sizing_mode="stretch_width")
         self.device = pn.widgets.RadioButtonGroup(name="Device", options=["auto", "cpu", "gpu"], value="auto", button_type="default")
-        self.toggle = pn.widgets.Button(name="Load", button_type="success", width=110, align="end")
+        self.toggle = readable(pn.widgets.Button(name="Load", button_type="success", width=110, align="end"))
         self.state = pn.pane.Markdown("", css_classes=["load-state"], margin=(0, 10))
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.no_models = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
@@ -126,7 +138,10 @@ class Dashboard:
             show_button_name=True,
             sizing_mode="stretch_both",
             min_height=420,
-            message_params={"show_timestamp": True, "timestamp_format": TIMESTAMP_FORMAT, "show_copy_icon": True},
+            css_classes=["transcript"],
+            message_params={"show_timestamp": True, "timestamp_format": TIMESTAMP_FORMAT, "show_copy_icon": True,
+                            "stylesheets": [MESSAGE_CSS]},
+            renderers=[plain_markdown],  # every message it draws: no raw HTML, also while a reply streams
             widgets=pn.chat.ChatAreaInput(placeholder="Send a message (Shift+Enter: new line)"),
         )
         self.new_chat.on_click(self._on_new_chat)
@@ -135,19 +150,42 @@ class Dashboard:
         self.delete.on_click(self._on_delete)
         self.save.on_click(self._on_save)
         self.chat_id.param.watch(self._on_chat_id, "value")
+        self._shown: list[dict[str, Any]] = []  # the messages in the transcript, as /history gave them
+        self._opening: str | None = None  # a chat open_chat is opening (the id watcher leaves it alone)
+        self._opens: dict[str, asyncio.Future[None]] = {}  # opens under way, by chat
+        self._opened: str | None = None  # the chat whose transcript is shown
+        self._editing: int | None = None  # the question being edited (the next message replaces it)
+        self._regenerating: asyncio.Task[Any] | None = None
+        cancel_edit = pn.widgets.Button(name="Cancel", button_type="light", height=28, css_classes=["edit-cancel"])
+        cancel_edit.on_click(self._end_edit)
+        self.editing_note = pn.Row(
+            pn.pane.Markdown("Editing an earlier message: sending it starts a new branch from there "
+                             "(the old one stays, under ‹ ›).", margin=(4, 10)),
+            cancel_edit, visible=False, css_classes=["editing-note"], sizing_mode="stretch_width")
+        self.shortcuts = Shortcuts(on_new_chat=self._on_new_chat, on_stop=self._stop_reply)
+        self.draft = DraftCounter(lambda text: self.api.count_tokens(self.chat_id.value, text))
+        self.draft.watch(self.feed.active_widget)
+        # Another chat, or its model loaded or unloaded (the toggle's name flips): count again.
+        self.chat_id.param.watch(self.draft.refresh, "value")
+        self.toggle.param.watch(self.draft.refresh, "name")
 
     # Layout
 
     def view(self) -> pn.template.BaseTemplate:
-        controls = pn.FlexBox(self.model, pn.Column(pn.pane.Markdown("**Device**", margin=(0, 5)), self.device),
-                              self.toggle, flex_wrap="wrap", align_items="end", sizing_mode="stretch_width")
+        controls = pn.FlexBox(
+            self.model,
+            # Labelled the way the Select labels itself: in its type, just above the buttons.
+            pn.Column(pn.pane.HTML("Device", margin=(5, 10, 0, 10), stylesheets=[":host { line-height: 1.2; }"]),
+                      self.device, margin=0),
+            self.toggle, flex_wrap="wrap", align_items="end", sizing_mode="stretch_width")
         settings = pn.Card(self.system_prompt, self.temperature, self.max_new_tokens, self.save,
                            title="Chat settings", collapsed=True, sizing_mode="stretch_width")
-        sidebar = [self.new_chat, pn.pane.Markdown("### Chats", margin=(10, 5, 0, 5)), self.chat_list,
-                   pn.layout.Divider(), self.title, pn.Row(self.rename, self.delete, sizing_mode="stretch_width"), self.chat_id]
+        sidebar = [self.new_chat, self.sidebar.view(), pn.layout.Divider(), self.title,
+                   pn.Row(self.rename, self.delete, sizing_mode="stretch_width"), self.sidebar.transfers, self.chat_id]
         if self.keys is not None:
             sidebar += [pn.layout.Divider(), self.keys.view()]
         main = [pn.Column(self.alert, self.no_models, self.missing, controls, self.preparing, self.state, settings, self.feed,
+                          self.editing_note, self.draft.view, self.shortcuts, PageFixes(),
                           sizing_mode="stretch_both")]
         template = pn.template.FastListTemplate(
             title="llmchat", sidebar=sidebar, main=main, sidebar_width=300, main_layout=None,
@@ -161,13 +199,15 @@ class Dashboard:
     async def start(self) -> None:
         """Runs once the page is shown: fill the pickers and open the chat in the URL."""
         self._watch_status = pn.state.add_periodic_callback(self._check_status, period=STATUS_EVERY_MS)
+        await self._refresh_chats()  # the list first: with many chats it is what takes longest to see
         await self._refresh_models()
         if self.chat_id.value:
-            await self._open(self.chat_id.value)
+            if self._opened != self.chat_id.value:  # not opened already as the URL's value arrived
+                await self._open(self.chat_id.value)
             return
-        chats = await self._guard(self.api.chats()) or []
-        if chats:
-            self.chat_id.value = chats[0]["chat_id"]  # most recent; the URL follows
+        newest = self.sidebar.newest()
+        if newest is not None:
+            self.chat_id.value = newest  # the most recent chat; the URL follows
         else:
             await self._on_new_chat()
 
@@ -183,8 +223,31 @@ class Dashboard:
     # Events
 
     async def _on_chat_id(self, event: Any) -> None:
-        if event.new:
+        if event.new and event.new == self._opening:
+            self._opening = None  # open_chat opens it itself
+        elif event.new:
             await self._open(event.new)
+
+    async def open_chat(self, chat_id: str, message_id: int | None = None) -> None:
+        """Open a chat (a search result, say); with ``message_id``, on the branch through that
+        message, scrolled to it and marked."""
+        if chat_id != self.chat_id.value:
+            self._opening = chat_id
+            self.chat_id.value = chat_id  # the URL follows
+            await self._open(chat_id)
+        if message_id is None or chat_id != self.chat_id.value:
+            return
+        if not any(m["id"] == message_id for m in self._shown):  # on another branch: show that one
+            shown = await self._guard(self.api.branch(chat_id, message_id))
+            if shown is None:
+                return
+            self._show_history(shown)
+        at = next((i for i, m in enumerate(self._shown) if m["id"] == message_id), None)
+        if at is not None:
+            found = self.feed.objects[at]
+            found.css_classes = [*found.css_classes, "found"]
+            found.styles = {"outline": "2px solid #f0b400", "border-radius": "6px"}
+            self.feed.scroll_to(at)
 
     async def _on_new_chat(self, _: Any = None) -> None:
         chat_id = uuid.uuid4().hex
@@ -241,9 +304,11 @@ class Dashboard:
             return
         self.delete.name = "Delete chat"
         await self._guard(self.api.delete_chat(self.chat_id.value))
-        chats = await self._guard(self.api.chats()) or []
-        if chats:
-            self.chat_id.value = chats[0]["chat_id"]
+        self.sidebar.forget(self.chat_id.value)
+        await self._refresh_chats()
+        newest = self.sidebar.newest()
+        if newest is not None:
+            self.chat_id.value = newest
         else:
             await self._on_new_chat()
 
@@ -257,34 +322,26 @@ class Dashboard:
                 self.state.object = "Settings saved; they apply from the next message."
 
     async def _respond(self, contents: str, user: str, instance: pn.chat.ChatInterface) -> AsyncIterator[Any]:
-        """ChatInterface callback: stream the reply from the API, token by token."""
+        """ChatInterface callback: stream the reply from the API, token by token. While a
+        question is being edited, the message goes in its place (a new branch)."""
         chat_id = self.chat_id.value
+        edit_of = self._editing
+        self._end_edit()
         self.alert.visible = False
+        if edit_of is not None:  # the transcript forks before the edited question: show that
+            before = [i for i, m in enumerate(self._shown) if m["id"] == edit_of]
+            if before:
+                self.feed.objects = [*self.feed.objects[: before[0]], self.feed.objects[-1]]
         if not self.loaded and self.model.value:
             self.state.object = f"Loading **{self.model.value}** on {self.device.value}…"
             if await self._guard(self.api.load(chat_id, self.model.value, self.device.value)) is None:
                 return
             await self._refresh_status()
-        text = ""
-        drawn_at = 0.0
-        loop = asyncio.get_running_loop()
+        finished = False
         try:
-            async for event, data in self.api.stream_chat(chat_id, contents):
-                if event == "queued":  # every slot of the model is busy: say where this one stands
-                    ahead = data["ahead"]
-                    waiting = "next in line" if ahead == 0 else f"{ahead} ahead of you"
-                    yield {"object": f"Waiting for the model ({waiting})…" if data["position"] else "…"}
-                elif event == "token":
-                    text += data["text"]
-                    if loop.time() - drawn_at >= REDRAW_EVERY_S:
-                        drawn_at = loop.time()
-                        yield {"object": text or "…"}
-                elif event == "done":
-                    yield {"object": data["text"] or "(empty reply)", "footer_objects": [self._footer(data)]}
-                elif event == "error":
-                    yield {"object": text or "(no reply)",
-                           "footer_objects": [self._footer({"status": "error", "error": data["detail"]})]}
-                    self._show_error(f"The reply failed: {data['detail']}")
+            async for update in self._reply_updates(self.api.stream_chat(chat_id, contents, edit_of)):
+                finished = finished or "footer_objects" in update
+                yield update
         except ApiProblem as problem:
             if problem.signed_out:
                 self._restore_draft(contents)
@@ -294,15 +351,93 @@ class Dashboard:
                 self._show_error(f"{problem} Your message was not sent; it is back in the message box.")
             else:  # accepted, then failed: the stored reply says why
                 self._show_error(f"The reply failed: {problem}")
-                self._show_history(await self._guard(self.api.history(chat_id)) or [])
+                finished = True
         except asyncio.CancelledError:
             # Stop button: leaving the stream closes the connection, so the API stores the
             # partial reply as "stopped"; show it as stored.
             asyncio.get_running_loop().create_task(self._after_stop(chat_id))
             raise
         finally:
+            if finished and chat_id == self.chat_id.value:  # its versions, edit and regenerate buttons
+                self._show_history(await self._guard(self.api.history(chat_id)) or [])
             await self._refresh_chats()
             await self._refresh_status()
+
+    async def _reply_updates(self, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> AsyncIterator[dict[str, Any]]:
+        """A reply's events as updates of its ChatMessage (``object``, then ``footer_objects``
+        once it has ended); redrawn at most every REDRAW_EVERY_S."""
+        text = ""
+        drawn_at = 0.0
+        loop = asyncio.get_running_loop()
+        async for event, data in events:
+            if event == "queued":  # every slot of the model is busy: say where this one stands
+                ahead = data["ahead"]
+                waiting = "next in line" if ahead == 0 else f"{ahead} ahead of you"
+                yield {"object": f"Waiting for the model ({waiting})…" if data["position"] else "…"}
+            elif event == "token":
+                text += data["text"]
+                if loop.time() - drawn_at >= REDRAW_EVERY_S:
+                    drawn_at = loop.time()
+                    yield {"object": text or "…"}
+            elif event == "done":
+                yield {"object": reply_body(data["text"]) if data["text"] else "(empty reply)",
+                       "footer_objects": [self._footer(data)]}
+            elif event == "error":
+                yield {"object": text or "(no reply)",
+                       "footer_objects": [self._footer({"status": "error", "error": data["detail"]})]}
+                self._show_error(f"The reply failed: {data['detail']}")
+
+    async def _regenerate(self, message_id: int) -> None:
+        """A new reply beside ``message_id``, streamed in its place; the old one stays a sibling."""
+        chat_id = self.chat_id.value
+        at = next((i for i, m in enumerate(self._shown) if m["id"] == message_id), None)
+        if at is None or self._regenerating is not None or self.feed.disabled:
+            return
+        self.alert.visible = False
+        reply = pn.chat.ChatMessage(object="…", user=ASSISTANT, avatar=AVATARS[ASSISTANT], renderers=[plain_markdown],
+                                    timestamp_format=TIMESTAMP_FORMAT, show_timestamp=True, stylesheets=[MESSAGE_CSS])
+        self.feed.objects = [*self.feed.objects[:at], reply]
+        self._regenerating = asyncio.current_task()
+        finished = False
+        try:
+            async for update in self._reply_updates(self.api.stream_regenerate(chat_id, message_id)):
+                finished = finished or "footer_objects" in update
+                reply.param.update(**update)
+        except ApiProblem as problem:
+            self._on_problem(problem)
+            finished = True
+        except asyncio.CancelledError:  # stopped: the API keeps the partial reply
+            asyncio.get_running_loop().create_task(self._after_stop(chat_id))
+            raise
+        finally:
+            self._regenerating = None
+            if finished and chat_id == self.chat_id.value:
+                self._show_history(await self._guard(self.api.history(chat_id)) or [])
+            await self._refresh_chats()
+
+    def _stop_reply(self) -> None:
+        """Esc: stop the reply being written, sent or regenerated."""
+        if self._regenerating is not None:
+            self._regenerating.cancel()
+        self.feed.stop()
+
+    async def _switch(self, message_id: int) -> None:
+        """Show another version of a message (‹ ›), and the newest branch after it."""
+        shown = await self._guard(self.api.branch(self.chat_id.value, message_id))
+        if shown is not None:
+            self._show_history(shown)
+
+    def _edit(self, message: dict[str, Any]) -> None:
+        """Put an earlier question into the message box; sending it starts a new branch there."""
+        self._editing = message["id"]
+        self.feed.active_widget.value_input = message["text"]
+        self.editing_note.visible = True
+
+    def _end_edit(self, _: Any = None) -> None:
+        self._editing = None
+        self.editing_note.visible = False
+        if _ is not None:  # cancelled by the user: the box empties
+            self.feed.active_widget.value_input = ""
 
     def _restore_draft(self, contents: str) -> None:
         """A refused message was not stored: take it out of the transcript, back into the box."""
@@ -323,7 +458,25 @@ class Dashboard:
     # Loading data
 
     async def _open(self, chat_id: str) -> None:
+        """Show a chat. A page opened on ``?chat_id=`` asks twice (the URL's value arrives,
+        and start() runs, in either order): an open of the same chat under way is waited
+        for instead of run again, so the transcript is drawn once and a click on it is not
+        lost to a redraw."""
+        running = self._opens.get(chat_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        self._opens[chat_id] = asyncio.ensure_future(self._open_now(chat_id))
+        try:
+            await asyncio.shield(self._opens[chat_id])
+        finally:
+            self._opens.pop(chat_id, None)
+
+    async def _open_now(self, chat_id: str) -> None:
+        ticket = self._ticket("open")  # only the newest open draws (another chat may be asked for meanwhile)
         self.alert.visible = False
+        if self._editing is not None:
+            self._end_edit()
         try:
             chat = await self.api.chat(chat_id)
         except ApiProblem as problem:
@@ -343,27 +496,73 @@ class Dashboard:
             self.model.value = chat["model"]
         if chat.get("device") in self.device.options:
             self.device.value = chat["device"]
-        self._show_history(await self._guard(self.api.history(chat_id)) or [])
+        history = await self._guard(self.api.history(chat_id)) or []
+        if ticket != self._refreshes["open"]:
+            return
+        self._show_history(history)
+        self._opened = chat_id
         self.state.object = ""
         await self._refresh_status()
         await self._refresh_chats()
 
     def _show_history(self, history: list[dict[str, Any]]) -> None:
+        self._shown = history
+        last_reply = max((i for i, m in enumerate(history) if m["sender"] == "assistant"), default=None)
         messages = []
-        for m in history:
+        for i, m in enumerate(history):
             mine = m["sender"] == "user"
             messages.append(pn.chat.ChatMessage(
-                object=m["text"] or ("…" if m["status"] == "streaming" else "(no reply)"),
+                object=reply_body(m["text"]) if m["text"] else ("…" if m["status"] == "streaming" else "(no reply)"),
                 user=USER if mine else ASSISTANT,
                 avatar=AVATARS[USER if mine else ASSISTANT],
                 timestamp=_when(m["timestamp"]),
                 timestamp_format=TIMESTAMP_FORMAT,
                 show_timestamp=True,
-                footer_objects=[] if mine else [self._footer(m)],
+                stylesheets=[MESSAGE_CSS],
+                footer_objects=self._message_footer(m, last=i == last_reply),
+                css_classes=[f"message-{m['id']}"],
             ))
         self.feed.objects = messages
 
+    def _message_footer(self, m: dict[str, Any], last: bool) -> list[pn.viewable.Viewable]:
+        """Under a message: its metrics (replies), ‹ n/N › between its versions, and Edit
+        (questions) or Regenerate (the last reply)."""
+        parts: list[pn.viewable.Viewable] = []
+        if m["sender"] == "assistant":
+            parts.append(self._footer(m))
+        versions = m.get("siblings") or [m["id"]]
+        if len(versions) > 1:
+            at = versions.index(m["id"])
+            previous = pn.widgets.Button(name="‹", button_type="light", width=28, height=26, margin=(0, 2),
+                                         disabled=at == 0, description="Previous version",
+                                         css_classes=["version-previous"])
+            following = pn.widgets.Button(name="›", button_type="light", width=28, height=26, margin=(0, 2),
+                                          disabled=at == len(versions) - 1, description="Next version",
+                                          css_classes=["version-next"])
+            if at > 0:
+                previous.on_click(_later(self._switch, versions[at - 1]))
+            if at < len(versions) - 1:
+                following.on_click(_later(self._switch, versions[at + 1]))
+            parts += [previous, pn.pane.HTML(f"<small>{at + 1}/{len(versions)}</small>", margin=(4, 0),
+                                             css_classes=["version-count"]), following]
+        if m["sender"] == "user":
+            edit = pn.widgets.Button(name="Edit", button_type="light", height=26, margin=(0, 4),
+                                     description="Edit this message and send it again (a new branch)",
+                                     css_classes=["message-edit"])
+            edit.on_click(lambda _, message=m: self._edit(message))
+            parts.append(edit)
+        elif last and m["status"] != "streaming":
+            again = pn.widgets.Button(name="Regenerate", button_type="light", height=26, margin=(0, 4),
+                                      description="Write this reply again (the old one stays as a version)",
+                                      css_classes=["message-regenerate"])
+            again.on_click(_later(self._regenerate, m["id"]))
+            parts.append(again)
+        if len(parts) == 1 and m["sender"] == "assistant":
+            return parts
+        return [pn.FlexBox(*parts, align_items="center", flex_wrap="wrap", margin=0, css_classes=["message-tools"])]
+
     def _show_missing(self, chat_id: str) -> None:
+        self._opened = None
         start = pn.widgets.Button(name="Start a new chat", button_type="primary")
         start.on_click(self._on_new_chat)
         self.missing.objects = [pn.pane.Alert(
@@ -450,41 +649,8 @@ class Dashboard:
         self.device.disabled = self.loaded
 
     async def _refresh_chats(self) -> None:
-        """Show the chat list. Each chat keeps its widgets for the session and they are
-        updated in place: a button replaced under the pointer would swallow the click."""
-        ticket = self._ticket("chats")
-        chats = await self._guard(self.api.chats()) or []
-        if ticket != self._refreshes["chats"]:
-            return  # a newer refresh started while this one waited: its answer is fresher
-        rows = []
-        for c in chats:
-            row = self._chat_rows.get(c["chat_id"]) or self._chat_row(c["chat_id"])
-            button, meta = row.objects
-            current = c["chat_id"] == self.chat_id.value
-            button.param.update(
-                name=("● " if c["loaded"] else "") + c["title"],
-                button_type="primary" if current else "light",
-                button_style="outline" if current else "solid",
-            )
-            where = f"{c['model']} · {c['device']}" if c.get("model") else "no model yet"
-            meta.object = f"<small>{where}</small>"
-            rows.append(row)
-        for gone in self._chat_rows.keys() - {c["chat_id"] for c in chats}:
-            del self._chat_rows[gone]
-        objects = rows or [pn.pane.Markdown("No chats yet.")]
-        if objects != list(self.chat_list.objects):
-            self.chat_list.objects = objects
-
-    def _chat_row(self, chat_id: str) -> pn.Column:
-        button = pn.widgets.Button(
-            sizing_mode="stretch_width", align="start", css_classes=["chat-item"],
-            stylesheets=[":host .bk-btn { text-align: left; overflow: hidden; "
-                         "text-overflow: ellipsis; white-space: nowrap; }"],
-        )
-        button.on_click(lambda _: setattr(self.chat_id, "value", chat_id))
-        row = pn.Column(button, pn.pane.Markdown("", margin=(-8, 10, 4, 10)), sizing_mode="stretch_width", margin=0)
-        self._chat_rows[chat_id] = row
-        return row
+        """Bring the sidebar's list up to date (its newest page: cheap with any number of chats)."""
+        await self.sidebar.refresh()
 
     # Helpers
 
@@ -493,7 +659,8 @@ class Dashboard:
         return self._refreshes[kind]
 
     def _footer(self, message: dict[str, Any]) -> pn.pane.Markdown:
-        return pn.pane.Markdown(f"<small>{metrics_line(message)}</small>", css_classes=["reply-metrics"], margin=0)
+        return pn.pane.Markdown(f"<small>{metrics_line(message)}</small>", css_classes=["reply-metrics"],
+                                margin=(0, 8, 0, 0))
 
     def _show_error(self, text: str) -> None:
         self.alert.object = text

@@ -9,6 +9,7 @@ whoever signed in before.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
 from http.cookies import CookieError, SimpleCookie
@@ -19,7 +20,6 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from ui.settings import UiSettings
-
 
 API_SESSION_COOKIE = "llmchat_session"  # what POST /auth/login sets
 
@@ -161,12 +161,30 @@ class ApiClient:
     async def unload(self, chat_id: str) -> dict[str, Any]:
         return await self._call("POST", "/unload", json={"chat_id": chat_id})  # type: ignore[no-any-return]
 
-    async def stream_chat(self, chat_id: str, message: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Yield ``(event, data)`` pairs: ``start``, ``token``..., then ``done`` or ``error``."""
+    async def stream_chat(
+        self, chat_id: str, message: str, edit_of: int | None = None
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(event, data)`` pairs: ``start``, ``token``..., then ``done`` or ``error``.
+        With ``edit_of``, the message goes in place of that earlier question (a new branch)."""
+        body: dict[str, Any] = {"chat_id": chat_id, "message": message, "stream": True}
+        if edit_of is not None:
+            body["edit_of"] = edit_of
+        async for item in self._events("/chat", body):
+            yield item
+
+    async def stream_regenerate(
+        self, chat_id: str, message_id: int | None = None
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """A new reply beside reply ``message_id`` (default: the last one shown), as events."""
+        body: dict[str, Any] = {"stream": True}
+        if message_id is not None:
+            body["message_id"] = message_id
+        async for item in self._events(f"/chats/{quote(chat_id, safe='')}/regenerate", body):
+            yield item
+
+    async def _events(self, url: str, body: dict[str, Any]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         try:
-            async with aconnect_sse(
-                self._http, "POST", "/chat", json={"chat_id": chat_id, "message": message, "stream": True}
-            ) as source:
+            async with aconnect_sse(self._http, "POST", url, json=body) as source:
                 if source.response.status_code >= 400:
                     await source.response.aread()
                     raise _problem(source.response)
@@ -174,6 +192,18 @@ class ApiClient:
                     yield sse.event, json.loads(sse.data)
         except httpx.TransportError as exc:
             raise ApiProblem(f"the API at {self.settings.api_url} cannot be reached ({exc})") from exc
+
+    async def stop(self, chat_id: str) -> dict[str, Any]:
+        return await self._call("POST", f"/chats/{quote(chat_id, safe='')}/stop")  # type: ignore[no-any-return]
+
+    async def branch(self, chat_id: str, message_id: int) -> list[dict[str, Any]]:
+        """Show the branch through ``message_id``; the messages now shown."""
+        shown = await self._call("POST", f"/chats/{quote(chat_id, safe='')}/branch", json={"message_id": message_id})
+        return shown["messages"]  # type: ignore[no-any-return]
+
+    async def count_tokens(self, chat_id: str, text: str) -> dict[str, Any]:
+        """``{tokens, context_length}``: ``text`` as the chat's loaded model reads it (409: none loaded)."""
+        return await self._call("POST", "/tokens", json={"chat_id": chat_id, "text": text})  # type: ignore[no-any-return]
 
     # Your API keys (/auth/keys)
 
@@ -220,3 +250,49 @@ class ApiClient:
         if before_id is not None:
             params["before_id"] = before_id
         return (await self._call("GET", "/admin/audit", params=params))["entries"]  # type: ignore[no-any-return]
+
+    # The sidebar: the chat list page by page, search, export and import
+
+    async def chat_page(self, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """One page of your chats, most recently active first: ``{chats, next_cursor}``, where
+        ``next_cursor`` (None on the last page) asks for the page after it."""
+        params: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return await self._call("GET", "/chats", params=params)  # type: ignore[no-any-return]
+
+    async def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Your chats' titles and messages that match ``query``: ``{chat_id, title, message_id``
+        (None: the title matched) ``, sender, snippet`` (escaped HTML, matches in ``<mark>``) ``, timestamp}``."""
+        found = await self._call("GET", "/search", params={"q": query, "limit": limit})
+        return found["results"]  # type: ignore[no-any-return]
+
+    async def export_chat(self, chat_id: str, fmt: str) -> tuple[bytes, str | None]:
+        """The chat as a file, ``markdown`` or ``json``: its bytes and the file name the API gives it."""
+        return await self._file(f"/chats/{quote(chat_id, safe='')}/export", params={"format": fmt})
+
+    async def export_all(self) -> tuple[bytes, str | None]:
+        """All your chats as one zip archive, and its file name."""
+        return await self._file("/chats/export")
+
+    async def import_chats(self, export: bytes) -> list[dict[str, Any]]:
+        """A JSON export made into new chats of yours: ``[{chat_id, title}]``; anything else
+        is refused with a 400 that says what is wrong with it."""
+        done = await self._call("POST", "/chats/import", content=export, headers={"Content-Type": "application/json"})
+        return done["imported"]  # type: ignore[no-any-return]
+
+    async def _file(self, url: str, **kwargs: Any) -> tuple[bytes, str | None]:
+        try:
+            response = await self._http.get(url, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiProblem(f"the API at {self.settings.api_url} cannot be reached ({exc})") from exc
+        if response.status_code >= 400:
+            raise _problem(response)
+        named = re.search(r'filename="?([^";]+)"?', response.headers.get("Content-Disposition", ""))
+        return response.content, named.group(1) if named else None
+
+    # The shared machine (/machine)
+
+    async def machine(self) -> dict[str, Any]:
+        """The loaded models now (``holders`` only for administrators) and the sampled ``series``."""
+        return await self._call("GET", "/machine")  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ from typing import Any
 
 import panel as pn
 
+from ui.a11y import readable
 from ui.client import ApiClient, ApiProblem
 
 SHOWN_ONCE = "Copy it now: it is not shown again. Send it as <code>Authorization: Bearer &lt;key&gt;</code>."
@@ -96,8 +97,8 @@ class ApiKeys:
             f'<br>last used {when(key.get("last_used_at"))}</span>',
             stylesheets=[KEY_CSS], sizing_mode="stretch_width", margin=(2, 5),
         )
-        revoke = pn.widgets.Button(name="Revoke", button_type="danger", button_style="outline", width=80,
-                                   align="center", css_classes=["revoke-key"])
+        revoke = readable(pn.widgets.Button(name="Revoke", button_type="danger", button_style="outline", width=80,
+                                            align="center", css_classes=["revoke-key"]))
 
         async def on_revoke(_: Any) -> None:
             if revoke.name != CONFIRM:  # a second click revokes: a stray one does not
