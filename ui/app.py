@@ -27,7 +27,7 @@ from ui.client import ApiClient, ApiProblem
 from ui.draft import DraftCounter
 from ui.header import account_box
 from ui.keys import ApiKeys
-from ui.render import plain_markdown, reply_body
+from ui.render import plain_markdown, reply_body, show_reply
 from ui.settings import UiSettings
 from ui.shortcuts import Shortcuts
 from ui.sidebar import ChatSidebar
@@ -42,6 +42,12 @@ REDRAW_EVERY_S = 0.1
 # /status per open dashboard; none while nothing is loaded).
 STATUS_EVERY_MS = 3000
 AVATARS = {USER: "U", ASSISTANT: "A"}
+# ‹ › between a message's versions: arrows, not boxes; the one that leads nowhere fades.
+VERSION_CSS = """
+:host .bk-btn { background: transparent; border: 0; font-size: 18px; line-height: 18px; padding: 0 4px; }
+:host .bk-btn:hover:not(:disabled) { background: rgba(47, 111, 237, .12); }
+:host .bk-btn:disabled { opacity: .3; }
+"""
 # Phones and narrow windows: the sidebar starts folded away and the menu button opens it
 # as a drawer over the transcript. The template's own toggle sets "hidden"; below 700 px
 # that class means "open" and its absence "folded", so no script is needed.
@@ -365,26 +371,29 @@ class Dashboard:
 
     async def _reply_updates(self, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> AsyncIterator[dict[str, Any]]:
         """A reply's events as updates of its ChatMessage (``object``, then ``footer_objects``
-        once it has ended); redrawn at most every REDRAW_EVERY_S."""
+        once it has ended). While it streams, one Markdown pane is updated in place (redrawn
+        at most every REDRAW_EVERY_S): a new pane per update would blink."""
         text = ""
         drawn_at = 0.0
         loop = asyncio.get_running_loop()
+        body = plain_markdown("…")
         async for event, data in events:
             if event == "queued":  # every slot of the model is busy: say where this one stands
                 ahead = data["ahead"]
                 waiting = "next in line" if ahead == 0 else f"{ahead} ahead of you"
-                yield {"object": f"Waiting for the model ({waiting})…" if data["position"] else "…"}
+                body.object = f"Waiting for the model ({waiting})…" if data["position"] else "…"
+                yield {"object": body}
             elif event == "token":
                 text += data["text"]
                 if loop.time() - drawn_at >= REDRAW_EVERY_S:
                     drawn_at = loop.time()
-                    yield {"object": text or "…"}
+                    body.object = text or "…"
+                    yield {"object": body}
             elif event == "done":
-                yield {"object": reply_body(data["text"]) if data["text"] else "(empty reply)",
-                       "footer_objects": [self._footer(data)]}
+                yield {"object": show_reply(body, data["text"] or "(empty reply)"), "footer_objects": [self._footer(data)]}
             elif event == "error":
-                yield {"object": text or "(no reply)",
-                       "footer_objects": [self._footer({"status": "error", "error": data["detail"]})]}
+                body.object = text or "(no reply)"
+                yield {"object": body, "footer_objects": [self._footer({"status": "error", "error": data["detail"]})]}
                 self._show_error(f"The reply failed: {data['detail']}")
 
     async def _regenerate(self, message_id: int) -> None:
@@ -535,15 +544,15 @@ class Dashboard:
             at = versions.index(m["id"])
             previous = pn.widgets.Button(name="‹", button_type="light", width=28, height=26, margin=(0, 2),
                                          disabled=at == 0, description="Previous version",
-                                         css_classes=["version-previous"])
+                                         css_classes=["version-previous"], stylesheets=[VERSION_CSS])
             following = pn.widgets.Button(name="›", button_type="light", width=28, height=26, margin=(0, 2),
                                           disabled=at == len(versions) - 1, description="Next version",
-                                          css_classes=["version-next"])
+                                          css_classes=["version-next"], stylesheets=[VERSION_CSS])
             if at > 0:
                 previous.on_click(_later(self._switch, versions[at - 1]))
             if at < len(versions) - 1:
                 following.on_click(_later(self._switch, versions[at + 1]))
-            parts += [previous, pn.pane.HTML(f"<small>{at + 1}/{len(versions)}</small>", margin=(4, 0),
+            parts += [previous, pn.pane.HTML(f"{at + 1}/{len(versions)}", margin=(0, 2), styles={"font-size": "13px"},
                                              css_classes=["version-count"]), following]
         if m["sender"] == "user":
             edit = pn.widgets.Button(name="Edit", button_type="light", height=26, margin=(0, 4),

@@ -74,12 +74,18 @@ NO_HTML = {"html": False}
 def reply_body(text: str) -> pn.pane.Markdown:
     """What a chat message shows for ``text``: Markdown without raw HTML, and with code
     highlighted and math typeset when the text has any."""
-    if not RICH.search(text):
-        return plain_markdown(text)
-    return pn.pane.Markdown(
-        text, plugins=[reply_markdown], hard_line_break=True, disable_anchors=True, dedent=False,
-        stylesheets=[REPLY_CSS], renderer_options=NO_HTML,
-    )
+    return show_reply(plain_markdown(""), text)
+
+
+def show_reply(pane: pn.pane.Markdown, text: str) -> pn.pane.Markdown:
+    """Make ``pane`` (a :func:`plain_markdown`, say the one a reply streamed into) show ``text``
+    as :func:`reply_body` would, in place: a pane swapped for another blinks empty."""
+    if RICH.search(text):
+        pane.param.update(object=text, plugins=[reply_markdown], dedent=False, disable_anchors=True,
+                          stylesheets=[*pane.stylesheets, REPLY_CSS])
+    else:
+        pane.object = text
+    return pane
 
 
 def plain_markdown(text: str) -> pn.pane.Markdown:

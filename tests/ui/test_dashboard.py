@@ -127,6 +127,7 @@ def _reply_lengths_while_streaming(page: Page, timeout_s: float = 60) -> list[in
         if page.get_by_text("tokens/s").count():
             return lengths
         time.sleep(0.1)
+    page.screenshot(path=SHOTS / "never-finished.png")
     raise AssertionError("the reply never finished")
 
 
