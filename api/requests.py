@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from quart import Quart, Request, request
 
@@ -120,11 +121,17 @@ class ApiRequest(Request):
 
 
 async def refuse_bad_urls() -> None:
-    """A NUL in the path or the query is no id, name or value this API has: refuse it early."""
+    """A NUL in the path or the query, or a query that is not UTF-8, is no id, name or value
+    this API has: refuse it early. (Werkzeug keeps bytes that are not UTF-8 percent-encoded,
+    so they would otherwise reach a route as literal text such as ``%FF``.)"""
     if "\x00" in request.path or any(
         "\x00" in key or "\x00" in value for key, value in request.args.items(multi=True)
     ):
         raise MalformedRequest("the URL may not contain NUL characters (%00)")
+    try:
+        unquote_to_bytes(request.query_string).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest("the query string is not UTF-8 once percent-decoded") from exc
 
 
 def register(app: Quart) -> None:

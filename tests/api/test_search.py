@@ -153,7 +153,7 @@ async def test_query_and_limit_bounds(alice: QuartClient) -> None:
     assert (await alice.get("/search")).status_code == 422
     assert (await alice.get(f"/search?q={'a' * 501}")).status_code == 422
     undecodable = await alice.get("/search?q=%FF%FEab")  # bytes that are no UTF-8
-    assert undecodable.status_code == 400 and (await undecodable.get_json())["detail"].startswith("q:")
+    assert undecodable.status_code == 400 and "not UTF-8" in (await undecodable.get_json())["detail"]
     for bad in (0, 51):
         assert (await alice.get(f"/search?q=word&limit={bad}")).status_code == 422
     for n in range(22):
