@@ -44,6 +44,7 @@ from runtime.interface import Event, FittedPrompt, ModelRuntime, Queued, WorkerI
 from runtime.protocol import ChatMessage, Device, Finished, GenerationParams, Role, TokenChunk
 
 FLUSH_EVERY_S = 1.0
+RESERVED_CHAT_IDS = frozenset({"export", "import"})  # paths under /chats/ that are routes, not chats
 
 
 ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant"}  # as stored -> as the model sees it
@@ -143,6 +144,8 @@ class Conversations:
         user's id answers :class:`ChatNotFound`. Creating is atomic (the id is the key), so of
         two users asking for one new id at once, one gets it and the other is refused before
         anything is loaded for it."""
+        if chat_id in RESERVED_CHAT_IDS:  # GET /chats/export would answer instead of the chat
+            raise ApiError(f"the chat id {chat_id!r} is reserved (it names a route under /chats/); choose another")
         chat, created = await Chat.get_or_create(id=chat_id, defaults={**self._defaults(), "owner_id": owner.id})
         if chat.owner_id != owner.id:
             raise _not_found(chat_id)

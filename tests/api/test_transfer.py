@@ -394,3 +394,13 @@ async def test_import_takes_json_only(bob: QuartClient, archive: Archive) -> Non
 async def test_export_of_an_unknown_chat_or_format(alice: QuartClient, trip: Any) -> None:
     assert (await alice.get("/chats/nope/export")).status_code == 404
     assert (await alice.get("/chats/trip/export?format=pdf")).status_code == 422
+
+
+@pytest.mark.parametrize("reserved", ["export", "import"])
+async def test_the_route_names_are_no_chat_ids(alice: QuartClient, reserved: str) -> None:
+    """A chat called "export" could never be read back: GET /chats/export is the archive."""
+    for refused in (await alice.post("/chats", json={"chat_id": reserved}),
+                    await alice.post("/load", json={"chat_id": reserved, "model": MODEL})):
+        assert refused.status_code == 400
+        assert "reserved" in (await refused.get_json())["detail"]
+    assert (await alice.get("/chats/export")).headers["Content-Type"] == "application/zip"
