@@ -15,8 +15,8 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect
 
-from tests.servers import ApiServer, UiServer, survivors
-from tests.ui.conftest import CHROMIUM, SHOTS
+from tests.servers import ApiServer, UiServer
+from tests.ui.conftest import CHROMIUM, SHOTS, running_servers
 from tests.ui.test_dashboard import User, _chat_id, make_user, sign_in
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is installed by deploy/local.sh test")
@@ -25,13 +25,8 @@ BLOCKING = ("serious", "critical")
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[ApiServer, UiServer]]:
-    api = ApiServer(tmp_path_factory.mktemp("ui-axe"), models_dir)
-    api.start(quiet=True)
-    ui = UiServer(api.url)
-    ui.start(quiet=True)
-    yield api, ui
-    ui.stop()
-    assert not survivors(api.stop())
+    with running_servers(tmp_path_factory.mktemp("ui-axe"), models_dir) as both:
+        yield both
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import pytest
 from playwright.sync_api import Browser, Page, ViewportSize, expect
 
 from runtime.default_model import GGUF_NAME
-from tests.servers import ApiServer, UiServer, survivors
-from tests.ui.conftest import CHROMIUM, SHOTS
+from tests.servers import ApiServer, UiServer
+from tests.ui.conftest import CHROMIUM, SHOTS, running_servers
 from tests.ui.test_dashboard import User, _everything, make_user, sign_in
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is installed by deploy/local.sh test")
@@ -42,13 +42,8 @@ LINES = """(name) => {
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[ApiServer, UiServer]]:
-    api = ApiServer(tmp_path_factory.mktemp("machine-api"), models_dir, machine_sample_s="1")
-    api.start(quiet=True)
-    ui = UiServer(api.url)
-    ui.start(quiet=True)
-    yield api, ui
-    ui.stop()
-    assert not survivors(api.stop())
+    with running_servers(tmp_path_factory.mktemp("machine-api"), models_dir, machine_sample_s="1") as both:
+        yield both
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.servers import ApiServer, UiServer, survivors
-from tests.ui.conftest import CHROMIUM, SHOTS
+from tests.servers import ApiServer, UiServer
+from tests.ui.conftest import CHROMIUM, SHOTS, running_servers
 from tests.ui.test_dashboard import COUNTING, ENDLESS, User, make_user, sign_in
 
 CHAT_ID = re.compile(r"chat_id=(\w+)")
@@ -24,13 +24,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[ApiServer, UiServer]]:
-    api = ApiServer(tmp_path_factory.mktemp("shortcuts-api"), models_dir)
-    api.start(quiet=True)
-    ui = UiServer(api.url)
-    ui.start(quiet=True)
-    yield api, ui
-    ui.stop()
-    assert not survivors(api.stop())
+    with running_servers(tmp_path_factory.mktemp("shortcuts-api"), models_dir) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
