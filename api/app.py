@@ -26,11 +26,11 @@ from api import (
 )
 from api.chatlog import ChatLog, configure_logging
 from api.conversation import Conversations
+from api.database import close_store, open_store, redacted, setup_lock
 from api.limits import Limits
 from api.openapi import LlmchatOpenAPI
 from api.services import Services
 from api.settings import ApiSettings
-from api.store import close_store, open_store
 from runtime.interface import ModelRuntime
 from runtime.manager import Runtime
 
@@ -67,8 +67,9 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
     @app.before_serving
     async def start() -> None:
         configure_logging(settings.logs_dir)
-        await open_store(settings.db_path)
-        admin, password = await accounts.bootstrap()
+        async with setup_lock(settings.db_url):  # replicas starting together take turns
+            await open_store(settings.db_url, settings.db_pool_min, settings.db_pool_max)
+            admin, password = await accounts.bootstrap()
         if password is not None:  # shown once, on the terminal only: never in a log file
             print(f"llmchat: created the administrator account {admin.name!r} with the password {password} "
                   "(shown once; change it with POST /auth/password or python -m api.users)", flush=True)
@@ -82,7 +83,7 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
             settings, chosen, conversations, chatlog, recorder, accounts.FailureLimiter(), admin, limits
         )
         app.extensions[machine.EXTENSION] = machine.Sampler(chosen, recorder, settings.machine_sample_s).start()
-        log.info("serving; database %s, models %s", settings.db_path, settings.models_dir)
+        log.info("serving; database %s, models %s", redacted(settings.db_url), settings.models_dir)
 
     @app.after_serving
     async def stop() -> None:

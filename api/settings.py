@@ -7,11 +7,13 @@ configures the whole server. The README lists every variable.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
+from api.database import dialect_of
 from runtime.protocol import Device
 from runtime.settings import PROJECT_ROOT, RuntimeSettings
 
@@ -19,7 +21,16 @@ from runtime.settings import PROJECT_ROOT, RuntimeSettings
 class ApiSettings(RuntimeSettings):
     """Where the API keeps its data and how it limits requests."""
 
-    db_path: Path = Field(PROJECT_ROOT / "data" / "llmchat.sqlite3", description="SQLite database file.")
+    db_url: str = Field(
+        str(PROJECT_ROOT / "data" / "llmchat.sqlite3"),
+        validation_alias=AliasChoices("LLMCHAT_DB_URL", "LLMCHAT_DB_PATH", "db_url", "db_path"),
+        description=(
+            "The database: an SQLite file's path (or sqlite:///path), or postgres://user:password@host:5432/name "
+            "(LLMCHAT_DB_PATH is the old name)."
+        ),
+    )
+    db_pool_min: int = Field(1, ge=1, description="PostgreSQL: connections each API process keeps open.")
+    db_pool_max: int = Field(10, ge=1, description="PostgreSQL: most connections each API process opens.")
     logs_dir: Path = Field(PROJECT_ROOT / "logs", description="Application log and one log per chat.")
     host: str = Field("127.0.0.1", description="Address the API binds to (loopback by default).")
     port: int = Field(
@@ -64,6 +75,23 @@ class ApiSettings(RuntimeSettings):
             "https://chat.example.org (JSON list); the API's own origin always may."
         ),
     )
+
+    @field_validator("db_url", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        dialect_of(value)  # ValueError naming what is accepted
+        return value
+
+    @model_validator(mode="after")
+    def _pool_in_order(self) -> ApiSettings:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError(f"LLMCHAT_DB_POOL_MIN ({self.db_pool_min}) exceeds LLMCHAT_DB_POOL_MAX ({self.db_pool_max})")
+        return self
 
     def refuse_open_local_mode(self) -> None:
         """Without accounts, anyone who reaches the port reads every chat: bind loopback only."""

@@ -1,18 +1,14 @@
-"""Durable storage: Tortoise ORM models on SQLite, and their set-up and migrations.
+"""Durable storage: the Tortoise ORM models (tables) of users, chats and messages.
 
-Schema changes go through aerich migrations in ``api/migrations/``; the app applies
-pending ones at start, so an upgrade keeps every user's history.
+Schema changes go through aerich migrations, one chain per database (``api/database.py``);
+the app applies pending ones at start, so an upgrade keeps every user's history.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from tortoise import Tortoise, fields
+from tortoise import fields
 from tortoise.models import Model
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 TITLE_CHARS = 60
 
 
@@ -172,48 +168,6 @@ class Message(Model):
     class Meta:
         table = "messages"
         ordering = ["id"]
-
-
-def tortoise_config(db_path: Path) -> dict[str, Any]:
-    """The Tortoise (and aerich) configuration for one SQLite file, in WAL mode."""
-    return {
-        "connections": {
-            "default": {
-                "engine": "tortoise.backends.sqlite",
-                "credentials": {
-                    "file_path": str(db_path),
-                    "journal_mode": "WAL",
-                    "foreign_keys": "ON",
-                },
-            }
-        },
-        "apps": {"models": {"models": ["api.store", "aerich.models"], "default_connection": "default"}},
-        "use_tz": True,
-        "timezone": "UTC",
-    }
-
-
-async def open_store(db_path: Path) -> None:
-    """Apply pending migrations, then open Tortoise on ``db_path``.
-
-    Requests run in tasks other than the one that opens the store, so the context is made
-    the process-wide fallback (what Tortoise's own ASGI integrations do); one app per
-    process opens it at a time.
-    """
-    from aerich import Command
-
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    config = tortoise_config(db_path)
-    async with Command(tortoise_config=config, app="models", location=str(MIGRATIONS)) as command:
-        await command.init()
-        await command.upgrade(run_in_transaction=True)
-    await Tortoise.init(config=config, _enable_global_fallback=True)
-    # Replies that were streaming when the previous server stopped will never finish.
-    await Message.filter(status="streaming").update(status="error", error="the server stopped during this reply")
-
-
-async def close_store() -> None:
-    await Tortoise.close_connections()
 
 
 def chat_title(chat: Chat, first_message: str | None) -> str:

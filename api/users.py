@@ -1,7 +1,7 @@
 """Manage accounts from the command line: ``python -m api.users add|list|reset-password|disable|enable|add-key``.
 
-Works on the database ``LLMCHAT_DB_PATH`` names (the server may be running: SQLite in WAL
-mode takes both). A password is read from standard input with ``--password-stdin``, else
+Works on the database ``LLMCHAT_DB_URL`` names (the server may be running: SQLite in WAL
+mode and PostgreSQL take both). A password is read from standard input with ``--password-stdin``, else
 a random one is made and printed once; a new key is printed once. Nothing is logged.
 """
 
@@ -13,9 +13,10 @@ import secrets
 import sys
 
 from api import accounts
+from api.database import close_store, open_store, setup_lock
 from api.errors import ApiError
 from api.settings import ApiSettings
-from api.store import User, close_store, open_store
+from api.store import User
 
 
 def _password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     async def run() -> None:
-        await open_store(ApiSettings().db_path)
+        settings = ApiSettings()
+        async with setup_lock(settings.db_url):
+            await open_store(settings.db_url, settings.db_pool_min, settings.db_pool_max)
         try:
             await _run(args)
         finally:

@@ -220,7 +220,7 @@ run)
     ;;
 test)
     ensure_venv
-    ensure_dependencies "[test]"
+    ensure_dependencies "[test,cluster]"
     ensure_models
     ensure_browser
     say "running the test suite"

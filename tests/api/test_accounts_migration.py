@@ -14,7 +14,8 @@ from aerich import Command
 
 from api.app import create_app
 from api.settings import ApiSettings
-from api.store import MIGRATIONS, User, tortoise_config
+from api.database import MIGRATIONS, tortoise_config
+from api.store import User
 from runtime.fake import FakeRuntime, fake_model
 
 

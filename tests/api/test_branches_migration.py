@@ -15,7 +15,7 @@ from aerich import Command
 
 from api.app import create_app
 from api.settings import ApiSettings
-from api.store import MIGRATIONS, tortoise_config
+from api.database import MIGRATIONS, tortoise_config
 from runtime.fake import FakeRuntime, fake_model
 
 
