@@ -10,6 +10,7 @@ import signal
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from hypercorn.utils import LifespanFailureError
 
 from api.app import create_app
 from api.settings import ApiSettings
@@ -30,7 +31,11 @@ async def _serve(settings: ApiSettings) -> None:
 def main() -> None:
     settings = ApiSettings()
     settings.refuse_open_local_mode()
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except LifespanFailureError as failure:  # the app refused to start (api.database.StartRefused): say why
+        reason = str(failure).removeprefix("Lifespan failure in startup. ").strip("'")
+        raise SystemExit(f"llmchat: the API did not start: {reason}") from None
 
 
 if __name__ == "__main__":

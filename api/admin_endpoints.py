@@ -145,7 +145,7 @@ async def reset_password(name: str, data: PasswordReset) -> PasswordResetDone:
 async def workers() -> AdminWorkerList:
     """Every loaded worker, and who holds it: each chat with its owner, and users of the OpenAI API."""
     found = []
-    for info in services().runtime.workers():
+    for info in await services().runtime.workers():
         memory = await asyncio.to_thread(resident_mb, info.pid)
         found.append(AdminWorker(**worker_state(info).model_dump(), holders=await holders_of(info), memory_mb=memory))
     return AdminWorkerList(workers=found)
@@ -159,7 +159,7 @@ async def force_unload(data: WorkerUnload) -> WorkerUnloaded:
     status says it was unloaded by an administrator."""
     s = services()
     key = WorkerKey(data.model, data.device, data.backend)
-    held = next((w for w in s.runtime.workers() if w.key == key), None)
+    held = next((w for w in await s.runtime.workers() if w.key == key), None)
     result = await s.runtime.unload_worker(key, FORCED) if held is not None else None
     if held is None or result is None:
         raise WorkerNotFound(f"no worker runs {data.model[:255]!r} on {data.device} with {data.backend}")

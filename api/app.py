@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import TracebackType
 
 from quart import Quart
 from quart_schema import Info, QuartSchema
@@ -23,10 +24,11 @@ from api import (
     metrics,
     openai_compat,
     requests,
+    single_process,
 )
 from api.chatlog import ChatLog, configure_logging
 from api.conversation import Conversations
-from api.database import close_store, open_store, redacted, setup_lock
+from api.database import StartRefused, close_store, open_store, redacted, setup_lock
 from api.limits import Limits
 from api.openapi import LlmchatOpenAPI
 from api.services import Services
@@ -35,12 +37,25 @@ from runtime.interface import ModelRuntime
 from runtime.manager import Runtime
 
 log = logging.getLogger(__name__)
+LOCKS = "llmchat.locks"
+
+
+class _App(Quart):
+    """Quart, except that a refusal to start (:class:`StartRefused`) is logged as its reason alone."""
+
+    def log_exception(
+        self, exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None]
+    ) -> None:
+        if isinstance(exception_info[1], StartRefused):
+            self.logger.error("%s", exception_info[1])
+            return
+        super().log_exception(exception_info)
 
 
 def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None = None) -> Quart:
     """Build the API. ``runtime`` defaults to the real one (one process per loaded model)."""
     settings = settings or ApiSettings()
-    app = Quart(__name__)
+    app = _App(__name__)
     # Bodies larger than the longest message allows (4 bytes a character, plus room) are refused early.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_message_chars * 4 + 64 * 1024
     app.config["RESPONSE_TIMEOUT"] = None
@@ -67,6 +82,16 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
     @app.before_serving
     async def start() -> None:
         configure_logging(settings.logs_dir)
+        # Before anything else: a second process would mark this one's live replies as cut short.
+        locks = await single_process.hold(settings.state_dir, settings.db_url)
+        try:
+            await _open()
+        except BaseException:
+            await locks.release()
+            raise
+        app.extensions[LOCKS] = locks
+
+    async def _open() -> None:
         async with setup_lock(settings.db_url):  # replicas starting together take turns
             await open_store(settings.db_url, settings.db_pool_min, settings.db_pool_max)
             admin, password = await accounts.bootstrap()
@@ -94,6 +119,9 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         if services is not None:
             await services.runtime.close()
         await close_store()
+        locks: single_process.ProcessLocks | None = app.extensions.pop(LOCKS, None)
+        if locks is not None:
+            await locks.release()
         log.info("stopped; every worker has exited")
 
     return app

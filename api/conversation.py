@@ -238,10 +238,10 @@ class Conversations:
         await self.chatlog.delete(chat.id)
 
     async def _ensure_loaded(self, chat_id: str, owner: User, model: str | None, device: Device | None) -> WorkerInfo:
-        held = self.runtime.holding(chat_id)
+        held = await self.runtime.holding(chat_id)
         if model is None:
             if held is None:
-                reason = self.runtime.exit_reason(chat_id)
+                reason = await self.runtime.exit_reason(chat_id)
                 raise NotLoaded(
                     (f"the chat's model stopped ({reason}); " if reason else "no model is loaded for this chat: ")
                     + "load one with POST /load, or name one with ?model="

@@ -16,15 +16,21 @@ them in step, and ``python -m api.migrations new NAME`` writes the next step of 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from tortoise import Tortoise
+from tortoise import BaseDBAsyncClient, Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
 
 Dialect = Literal["sqlite", "postgres"]
+
+
+class StartRefused(Exception):
+    """The API cannot start as configured; the message says why and what to do (no traceback needed)."""
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SETUP_LOCK = 0x6C6C6D6D  # a PostgreSQL advisory lock key: one process at a time migrates and bootstraps
@@ -86,11 +92,9 @@ def tortoise_config(url: str | Path, pool_min: int = 1, pool_max: int = 10) -> d
     }
 
 
-def current_dialect() -> Dialect:
-    """The dialect of the open store's default connection."""
-    from tortoise import connections
-
-    return "postgres" if connections.get("default").capabilities.dialect == "postgres" else "sqlite"
+def dialect_of_connection(db: BaseDBAsyncClient) -> Dialect:
+    """The dialect of an open connection (or transaction)."""
+    return "postgres" if db.capabilities.dialect == "postgres" else "sqlite"
 
 
 @contextlib.asynccontextmanager
@@ -103,9 +107,7 @@ async def setup_lock(url: str) -> AsyncIterator[None]:
     if dialect_of(url) == "sqlite":
         yield
         return
-    import asyncpg
-
-    connection = await asyncpg.connect(_asyncpg_dsn(url))
+    connection = await connect(url)
     try:
         await connection.execute("SELECT pg_advisory_lock($1)", SETUP_LOCK)
         yield
@@ -141,21 +143,28 @@ async def open_store(url: str | Path, pool_min: int = 1, pool_max: int = 10) -> 
 
 async def close_store() -> None:
     await Tortoise.close_connections()
+    # Tortoise caches each table's INSERT/DELETE statements by connection name, not by dialect:
+    # a process that opens another database next (tests do) must not reuse the last one's SQL.
+    from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+    EXECUTOR_CACHE.clear()
 
 
-def _asyncpg_dsn(url: str) -> str:
-    """The URL without the query parameters that are Tortoise's (pool sizes), for asyncpg.connect."""
-    return urlunsplit(urlsplit(url)._replace(scheme="postgresql", query=""))
+async def connect(url: str, name: str = "llmchat") -> Any:
+    """A connection of its own to the PostgreSQL database at ``url`` (outside Tortoise's pool,
+    for session locks), or :class:`StartRefused` naming the server without the password."""
+    import asyncpg
+
+    dsn = urlunsplit(urlsplit(url)._replace(scheme="postgresql", query=""))  # the pool sizes are Tortoise's
+    try:
+        return await asyncpg.connect(dsn, server_settings={"application_name": name[:63]})
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StartRefused(f"LLMCHAT_DB_URL: cannot connect to {redacted(url)}: {exc}") from exc
 
 
 async def _check_postgres(url: str) -> None:
     """Refuse a database whose character type is not UTF-8, with what to do instead."""
-    import asyncpg
-
-    try:
-        connection = await asyncpg.connect(_asyncpg_dsn(url))
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise SystemExit(f"LLMCHAT_DB_URL: cannot connect to {redacted(url)}: {exc}") from exc
+    connection = await connect(url)
     try:
         ctype, provider = await connection.fetchrow(
             "SELECT datctype, datlocprovider FROM pg_database WHERE datname = current_database()"
@@ -163,9 +172,27 @@ async def _check_postgres(url: str) -> None:
     finally:
         await connection.close()
     if provider != "i" and "utf" not in ctype.lower().replace("-", ""):
-        raise SystemExit(
+        raise StartRefused(
             f"LLMCHAT_DB_URL: the database {redacted(url)} has LC_CTYPE {ctype!r}, so PostgreSQL would neither "
             "fold the case of non-ASCII letters nor find words such as 'αθηνα' or 'x²'. Create it with a UTF-8 "
             "character type: CREATE DATABASE llmchat OWNER llmchat ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' "
             "LC_CTYPE 'C.UTF-8' TEMPLATE template0"
         )
+
+
+def placeholders(sql: str, dialect: Dialect) -> str:
+    """Raw SQL written with ``?`` parameters, as the dialect takes them (``$1``, ``$2``… on PostgreSQL).
+
+    For the few statements written by hand (bulk import and export); the statements contain
+    no ``?`` of their own."""
+    if dialect == "sqlite":
+        return sql
+    numbers = iter(range(1, sql.count("?") + 1))
+    return re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
+
+
+def stored_time(value: datetime, dialect: Dialect) -> datetime | str:
+    """A time as a raw statement passes it: ISO text in UTC as Tortoise stores it in SQLite (so that
+    stored times sort as text), an aware datetime for PostgreSQL's timestamptz."""
+    value = value.astimezone(UTC)
+    return value.isoformat(" ") if dialect == "sqlite" else value

@@ -89,7 +89,7 @@ async def _meta(chat: Chat, detail: bool = False, summary: tuple[int, str | None
     count, first = summary if summary is not None else (await _summaries([chat.id]))[chat.id]
     fields = dict(
         chat_id=chat.id, title=chat_title(chat, first), model=chat.model,
-        device=chat.requested_device, backend=chat.backend, loaded=services().runtime.holding(chat.id) is not None,
+        device=chat.requested_device, backend=chat.backend, loaded=await services().runtime.holding(chat.id) is not None,
         created_at=chat.created_at.isoformat(), updated_at=chat.updated_at.isoformat(), message_count=count,
     )
     if detail:
@@ -108,13 +108,13 @@ async def status(query_args: OptionalChatIdQuery) -> StatusResponse:
     """Loaded state of one chat (``?chat_id=``), or of the whole server."""
     runtime = services().runtime
     if query_args.chat_id is None:
-        workers = [await _visible(worker_state(w)) for w in runtime.workers()]
+        workers = [await _visible(worker_state(w)) for w in await runtime.workers()]
         return StatusResponse(loaded=bool(workers), workers=workers)
     chat = await services().conversations.get(query_args.chat_id, current_user())
-    held = runtime.holding(chat.id)
+    held = await runtime.holding(chat.id)
     if held is None:
         return StatusResponse(loaded=False, chat_id=chat.id, model=chat.model, device=chat.requested_device,
-                              backend=chat.backend, reason=runtime.exit_reason(chat.id))
+                              backend=chat.backend, reason=await runtime.exit_reason(chat.id))
     return StatusResponse(loaded=True, chat_id=chat.id, model=held.key.model, device=held.key.requested_device,
                           backend=held.key.backend, running_on=held.running_on, context_length=held.context_length)
 
@@ -190,7 +190,7 @@ async def count_tokens(data: TokenCountRequest) -> TokenCount:
     chat = await s.conversations.get(data.chat_id, current_user())
     if len(data.text) > s.settings.max_message_chars:
         raise MessageTooLong(f"the text has {len(data.text)} characters; the limit is {s.settings.max_message_chars}")
-    held = s.runtime.holding(chat.id)
+    held = await s.runtime.holding(chat.id)
     if held is None:
         raise NotLoaded("no model is loaded for this chat: load one to count tokens")
     with_text = await s.runtime.count_tokens(chat.id, [RuntimeMessage("user", data.text)])
@@ -272,7 +272,7 @@ async def models() -> ModelList:
     s = services()
     found = await s.runtime.models()
     loaded: dict[str, list[str]] = {}
-    for w in s.runtime.workers():
+    for w in await s.runtime.workers():
         loaded.setdefault(w.key.model, []).append(w.key.requested_device)
     return ModelList(
         models=[ModelEntry(name=m.name, backend=m.backend, size_bytes=m.size_bytes,
@@ -294,7 +294,7 @@ async def prometheus_metrics() -> Response:
         if g.get("identity") is None:
             raise Unauthenticated(CREDENTIALS)
         require_admin()
-    body, content_type = metrics.render(services().metrics)
+    body, content_type = await metrics.render(services().metrics)
     return Response(body, content_type=content_type)
 
 

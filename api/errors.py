@@ -148,6 +148,7 @@ RUNTIME_STATUS: dict[type[rt.ModelRuntimeError], int] = {
     rt.TooManyModels: 503,
     rt.ContextOverflow: 413,
     rt.ModelLoadFailed: 503,
+    rt.ModelFilesMismatch: 503,  # a deployment fault: the nodes hold different models folders
     rt.WorkerDied: 503,
     rt.GenerationFailed: 502,
 }

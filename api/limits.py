@@ -61,7 +61,7 @@ class Limits:
 
     async def held_models(self, user: User, except_holder: str | None = None) -> set[tuple[str, str]]:
         """(model, requested device) of every worker the user holds, through chats or /v1."""
-        holders = {h: w for w in self.runtime.workers() for h in w.holders if h != except_holder}
+        holders = {h: w for w in await self.runtime.workers() for h in w.holders if h != except_holder}
         own = set(await Chat.filter(owner_id=user.id, id__in=list(holders)).values_list("id", flat=True))
         return {(w.key.model, w.key.requested_device) for h, w in holders.items()
                 if h in own or openai_user(h) == user.id}

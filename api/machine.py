@@ -126,7 +126,7 @@ class Sampler:
 
     async def sample(self) -> Sample:
         """Take one sample now and keep it."""
-        workers = self.runtime.workers()
+        workers = await self.runtime.workers()
         memory = await asyncio.to_thread(_measure, workers)
         now = time.monotonic()
         streamed = Counter(self.metrics.streamed)

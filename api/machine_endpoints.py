@@ -98,7 +98,7 @@ async def machine() -> MachineOut:
     """
     admin = current_identity().admin
     recorder = sampler()
-    workers = services().runtime.workers()
+    workers = await services().runtime.workers()
     memory = await recorder.memory_now(workers)
     models = [_model(w, memory.get(w.key), await holders_of(w) if admin else None) for w in workers]
     return MachineOut(at=time.time(), models=models, series=_series(recorder.recent(), recorder))

@@ -1,8 +1,10 @@
 """Prometheus metrics (prometheus-client), served by ``GET /metrics``.
 
 Runtime state (loaded workers, their running replies, slots and queue depths, worker
-deaths) is read when scraped; per-reply figures (queue wait, batch size, speed) and
-per-load figures are observed as they happen.
+deaths) is read when scraped: :func:`render` awaits it from the runtime into a snapshot
+just before the exposition, because prometheus-client calls collectors synchronously and
+the runtime's accessors are coroutines. Per-reply figures (queue wait, batch size, speed)
+and per-load figures are observed as they happen.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ from runtime.interface import ModelRuntime, Queued, WorkerInfo
 
 
 class _RuntimeCollector(Collector):
+    """Reports the runtime as of the last :meth:`refresh` (nothing loaded before the first)."""
+
     def __init__(self, runtime: ModelRuntime) -> None:
         self._runtime = runtime
+        self._workers: list[WorkerInfo] = []
+        self._deaths = 0
+
+    async def refresh(self) -> None:
+        """Read the runtime's state now, for the next :meth:`collect`."""
+        self._workers = await self._runtime.workers()
+        self._deaths = await self._runtime.worker_deaths()
 
     def collect(self) -> Iterator[Metric]:
-        workers = self._runtime.workers()
+        workers = self._workers
         yield GaugeMetricFamily("llmchat_loaded_workers", "Model worker processes running.", value=len(workers))
         labels = ["model", "device", "backend"]
         depth = GaugeMetricFamily("llmchat_queue_depth", "Requests waiting for a free slot of a worker.", labels=labels)
@@ -37,7 +48,7 @@ class _RuntimeCollector(Collector):
         yield running
         yield slots
         yield CounterMetricFamily(
-            "llmchat_worker_deaths", "Workers that died instead of being unloaded.", value=self._runtime.worker_deaths()
+            "llmchat_worker_deaths", "Workers that died instead of being unloaded.", value=self._deaths
         )
 
 
@@ -46,7 +57,8 @@ class Metrics:
 
     def __init__(self, runtime: ModelRuntime) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_RuntimeCollector(runtime))
+        self._state = _RuntimeCollector(runtime)
+        self.registry.register(self._state)
         self.tokens = Counter("llmchat_tokens_generated", "Completion tokens generated.", ["model"],
                               registry=self.registry)
         self.replies = Counter("llmchat_replies", "Replies by final status.", ["status"], registry=self.registry)
@@ -64,6 +76,10 @@ class Metrics:
         self.streamed: Tally[str] = Tally()
         self.loads = Histogram("llmchat_load_seconds", "Time to load a model into a new worker.", ["model"],
                                registry=self.registry, buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300))
+
+    async def refresh(self) -> None:
+        """Read the runtime's state for the next exposition of :attr:`registry`."""
+        await self._state.refresh()
 
     def observe_reply(self, model: str, status: str, tokens: int, ttft_s: float, tokens_per_s: float) -> None:
         self.replies.labels(status).inc()
@@ -85,6 +101,8 @@ class Metrics:
         self.loads.labels(worker.key.model).observe(worker.load_time_s)
 
 
-def render(recorder: Metrics) -> tuple[bytes, str]:
-    """The scrape body and its content type."""
+async def render(recorder: Metrics) -> tuple[bytes, str]:
+    """The scrape body and its content type, with the runtime's state read now."""
+    await recorder.refresh()
+    # No await between the refresh and the exposition, so no other scrape's refresh lands in between.
     return generate_latest(recorder.registry), CONTENT_TYPE_LATEST

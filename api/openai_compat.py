@@ -72,7 +72,7 @@ def _holder(model: str) -> str:
 
 async def _worker_for(model: str) -> WorkerInfo:
     s = services()
-    held = s.runtime.holding(_holder(model))
+    held = await s.runtime.holding(_holder(model))
     if held is not None:
         return held
     await s.limits.check_load(current_user(), _holder(model), model, s.settings.default_device)

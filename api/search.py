@@ -19,7 +19,8 @@ another database must find the same things):
   ``…`` where cut), escaped, with each matching word wrapped in ``<mark>…</mark>``.
 
 :class:`ChatSearch` is the interface; :class:`Fts5Search` implements it on the SQLite FTS5
-tables of the migration ``6_…_dashboard`` (kept in step with every write by triggers).
+tables of the migration ``6_…_dashboard`` (kept in step with every write by triggers), and
+:class:`api.search_pg.PgSearch` on PostgreSQL's generated ``tsvector`` columns.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any, Literal, Protocol
 from tortoise import connections
 from tortoise.functions import Min
 
+from api.database import dialect_of_connection
 from api.errors import MalformedRequest
 from api.store import Chat, Message, chat_title
 
@@ -83,9 +85,18 @@ async def find(owner_id: int, query: str, limit: int, engine: ChatSearch | None 
     terms = query_terms(query)
     if not terms:  # nothing but punctuation: nothing to find
         return []
-    matches = await (engine or Fts5Search()).search(owner_id, terms, limit)
+    matches = await (engine or default_engine()).search(owner_id, terms, limit)
     titles = await _titles({m.chat_id for m in matches})
     return [Found(m, titles.get(m.chat_id, "")) for m in matches]
+
+
+def default_engine() -> ChatSearch:
+    """The engine of the open database: FTS5 on SQLite, :class:`api.search_pg.PgSearch` on PostgreSQL."""
+    if dialect_of_connection(connections.get("default")) == "postgres":
+        from api.search_pg import PgSearch
+
+        return PgSearch()
+    return Fts5Search()
 
 
 async def _titles(chat_ids: set[str]) -> dict[str, str]:

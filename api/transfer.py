@@ -28,6 +28,7 @@ from pydantic import AfterValidator, Field, PlainSerializer, ValidationError, Va
 from quart import Request
 from tortoise.transactions import in_transaction
 
+from api.database import dialect_of_connection, placeholders, stored_time
 from api.errors import MalformedRequest
 from api.requests import parse_json
 from api.schemas import MessageStatus, RunningOn, Strict
@@ -160,8 +161,9 @@ async def load_archive(owner_id: int, chat_id: str | None = None) -> ChatArchive
     params: list[int | str] = [owner_id]
     if chat_id is not None:
         chats, messages, params = chats + ' AND "id" = ?', messages + ' AND m."chat_id" = ?', [owner_id, chat_id]
-    _, chat_rows = await db.execute_query(chats + ' ORDER BY "updated_at" DESC, "id" DESC', params)
-    _, message_rows = await db.execute_query(messages + ' ORDER BY m."id"', params)
+    dialect = dialect_of_connection(db)
+    _, chat_rows = await db.execute_query(placeholders(chats + ' ORDER BY "updated_at" DESC, "id" DESC', dialect), params)
+    _, message_rows = await db.execute_query(placeholders(messages + ' ORDER BY m."id"', dialect), params)
     return await asyncio.to_thread(_archive, chat_rows, message_rows)
 
 
@@ -409,11 +411,6 @@ def _kept_title(title: str | None) -> str | None:
     return (title or "").strip() or None  # as PATCH /chats/{id} keeps one
 
 
-def _db_time(value: datetime) -> str:
-    """A time as the ORM stores it in SQLite (ISO text in UTC), so that stored times sort as text."""
-    return value.astimezone(UTC).isoformat(" ")
-
-
 async def store_archive(archive: ChatArchive, owner: User) -> list[tuple[str, str]]:
     """Make the archive's chats the owner's, in one transaction; (new chat id, title) of each.
 
@@ -421,25 +418,28 @@ async def store_archive(archive: ChatArchive, owner: User) -> list[tuple[str, st
     otherwise hold the event loop for seconds. Every other connection waits while the
     transaction runs, so the rows are prepared before it starts."""
     new_ids = [uuid.uuid4().hex for _ in archive.chats]
+    dialect = dialect_of_connection(Message._meta.db)
     chat_rows = [
-        [new_id, _kept_title(chat.title), _db_time(chat.created_at), _db_time(chat.updated_at), chat.model,
+        [new_id, _kept_title(chat.title), stored_time(chat.created_at, dialect),
+         stored_time(chat.updated_at, dialect), chat.model,
          chat.device, chat.backend, chat.system_prompt, chat.temperature, chat.top_p, chat.max_new_tokens, owner.id]
         for new_id, chat in zip(new_ids, archive.chats, strict=True)
     ]
     message_rows = [
-        [new_id, m.sender, m.text, _db_time(m.timestamp), m.status, m.error, m.model, m.running_on, m.backend,
+        [new_id, m.sender, m.text, stored_time(m.timestamp, dialect), m.status, m.error, m.model, m.running_on, m.backend,
          m.prompt_tokens, m.tokens, m.time_to_first_token_s, m.time_s, m.tps, m.dropped_messages]
         for new_id, chat in zip(new_ids, archive.chats, strict=True) for m in chat.messages
     ]
     async with in_transaction() as db:
         _, rows = await db.execute_query('SELECT COALESCE(MAX("id"), 0) FROM "messages"')
         before = int(rows[0][0])
-        await db.execute_many(_CHAT_INSERT, chat_rows)
+        await db.execute_many(placeholders(_CHAT_INSERT, dialect), chat_rows)
         if message_rows:
-            await db.execute_many(_MESSAGE_INSERT, message_rows)
+            await db.execute_many(placeholders(_MESSAGE_INSERT, dialect), message_rows)
         # The new ids, in the order inserted (while the transaction runs, no other writes).
         imported = set(new_ids)
-        _, rows = await db.execute_query('SELECT "id", "chat_id" FROM "messages" WHERE "id" > ? ORDER BY "id"', [before])
+        _, rows = await db.execute_query(
+            placeholders('SELECT "id", "chat_id" FROM "messages" WHERE "id" > ? ORDER BY "id"', dialect), [before])
         ids = [row[0] for row in rows if row[1] in imported]
         if len(ids) != len(message_rows):  # a bug: the transaction rolls back
             raise RuntimeError(f"{len(message_rows)} messages were imported but {len(ids)} found")
@@ -454,9 +454,10 @@ async def store_archive(archive: ChatArchive, owner: User) -> list[tuple[str, st
             if current is not None:
                 currents.append([mapping[current], new_id])
         if parents:
-            await db.execute_many('UPDATE "messages" SET "parent_id" = ? WHERE "id" = ?', parents)
+            await db.execute_many(placeholders('UPDATE "messages" SET "parent_id" = ? WHERE "id" = ?', dialect), parents)
         if currents:
-            await db.execute_many('UPDATE "chats" SET "current_message_id" = ? WHERE "id" = ?', currents)
+            await db.execute_many(
+                placeholders('UPDATE "chats" SET "current_message_id" = ? WHERE "id" = ?', dialect), currents)
     titles = await asyncio.to_thread(lambda: [_display_title(_kept_title(c.title), c.messages) for c in archive.chats])
     return list(zip(new_ids, titles, strict=True))
 

@@ -13,7 +13,7 @@ import secrets
 import sys
 
 from api import accounts
-from api.database import close_store, open_store, setup_lock
+from api.database import StartRefused, close_store, open_store, setup_lock
 from api.errors import ApiError
 from api.settings import ApiSettings
 from api.store import User
@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run())
     except ApiError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    except StartRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -8,6 +8,7 @@ Hierarchy (everything the runtime raises is a ``ModelRuntimeError``)::
     ├── BackendUnavailable    the requested backend does not fit the model or is not installed
     ├── DeviceUnavailable     ``gpu`` asked for where the worker sees no CUDA device
     ├── ModelLoadFailed       the worker could not load the weights (corrupt file, OOM, ...)
+    ├── ModelFilesMismatch    the node chosen for a worker holds other files than the API's models folder
     ├── ModelNotLoaded        a request for a worker that is not running
     ├── Busy                  the worker's queue is full; try again after ``retry_after_s``
     ├── InsufficientMemory    the model does not fit in free RAM/VRAM (nothing idle to unload)
@@ -47,6 +48,10 @@ class DeviceUnavailable(ModelRuntimeError):
 
 class ModelLoadFailed(ModelRuntimeError):
     """The worker failed while loading the model."""
+
+
+class ModelFilesMismatch(ModelRuntimeError):
+    """The model's files on the node that would load it differ from the API's (size or hash), or are missing."""
 
 
 class ModelNotLoaded(ModelRuntimeError):

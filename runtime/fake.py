@@ -164,18 +164,18 @@ class FakeRuntime:
                 self._reasons[holder] = reason
         return UnloadResult(key, worker.pid, True, True, 0, 0, 100.0)
 
-    def holding(self, holder: str) -> WorkerInfo | None:
+    async def holding(self, holder: str) -> WorkerInfo | None:
         key = self._held.get(holder)
         worker = self._workers.get(key) if key else None
         return worker.snapshot(0.0) if worker else None
 
-    def exit_reason(self, holder: str) -> str | None:
+    async def exit_reason(self, holder: str) -> str | None:
         return self._reasons.get(holder)
 
-    def workers(self) -> list[WorkerInfo]:
+    async def workers(self) -> list[WorkerInfo]:
         return [w.snapshot(0.0) for w in self._workers.values()]
 
-    def worker_deaths(self) -> int:
+    async def worker_deaths(self) -> int:
         return self._deaths
 
     def _worker(self, holder: str) -> _FakeWorker:

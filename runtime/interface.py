@@ -49,6 +49,7 @@ class WorkerInfo:
     idle_s: float = 0.0  # seconds since it last served a request
     idle_unload_s: float = 0.0  # unloaded after this long unused (0 = never)
     cuda_visible_devices: str | None = None  # the worker's GPU pinning, if any
+    node: str | None = None  # the machine it runs on (Ray runtime: the node's address); None: this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,12 @@ Event = Queued | TokenChunk | Finished
 
 
 class ModelRuntime(Protocol):
-    """Everything callers may ask of the runtime."""
+    """Everything callers may ask of the runtime.
+
+    Even the accessors of state (:meth:`holding`, :meth:`exit_reason`, :meth:`workers`,
+    :meth:`worker_deaths`) are coroutines: an implementation may keep its books outside the
+    process (in a database, say) and need I/O to answer.
+    """
 
     async def models(self) -> list[ModelInfo]:
         """Models found in the models folder now."""
@@ -135,19 +141,19 @@ class ModelRuntime(Protocol):
         such worker runs."""
         ...
 
-    def holding(self, holder: str) -> WorkerInfo | None:
+    async def holding(self, holder: str) -> WorkerInfo | None:
         """The worker ``holder`` holds, if any."""
         ...
 
-    def exit_reason(self, holder: str) -> str | None:
+    async def exit_reason(self, holder: str) -> str | None:
         """Why the holder's worker went away without being unloaded by it (died, idle, evicted)."""
         ...
 
-    def workers(self) -> list[WorkerInfo]:
+    async def workers(self) -> list[WorkerInfo]:
         """Every running worker."""
         ...
 
-    def worker_deaths(self) -> int:
+    async def worker_deaths(self) -> int:
         """How many workers died (not unloaded) since the runtime started."""
         ...
 

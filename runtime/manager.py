@@ -331,18 +331,18 @@ class Runtime:
 
     # State
 
-    def holding(self, holder: str) -> WorkerInfo | None:
+    async def holding(self, holder: str) -> WorkerInfo | None:
         key = self._held.get(holder)
         loaded = self._workers.get(key) if key else None
         return loaded.info() if loaded and loaded.ready else None
 
-    def exit_reason(self, holder: str) -> str | None:
+    async def exit_reason(self, holder: str) -> str | None:
         return self._exit_reasons.get(holder)
 
-    def workers(self) -> list[WorkerInfo]:
+    async def workers(self) -> list[WorkerInfo]:
         return [w.info() for w in self._workers.values() if w.ready]
 
-    def worker_deaths(self) -> int:
+    async def worker_deaths(self) -> int:
         return self._deaths
 
     # Requests

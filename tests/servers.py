@@ -91,8 +91,9 @@ class ApiServer(ServerProcess):
         port = free_port()
         env = {
             "LLMCHAT_PORT": str(port),
-            "LLMCHAT_DB_PATH": str(home / "chat.sqlite3"),
+            "LLMCHAT_DB_URL": str(home / "chat.sqlite3"),
             "LLMCHAT_LOGS_DIR": str(home / "logs"),
+            "LLMCHAT_STATE_DIR": str(home),
             "LLMCHAT_MODELS_DIR": str(models_dir),
             "LLMCHAT_AUTH": auth,
             **{f"LLMCHAT_{k.upper()}": v for k, v in settings.items()},

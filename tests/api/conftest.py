@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,15 @@ from tests.auth import signed_in
 GGUF = GGUF_NAME
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A new empty database: each module that asks for one runs once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path_factory.mktemp("db") / "chat.sqlite3")
+    make: Callable[[], str] = request.getfixturevalue("pg_database")
+    return make()
+
+
 @pytest.fixture(scope="module")
 def api_settings(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> ApiSettings:
     home = tmp_path_factory.mktemp("api")
@@ -26,6 +35,7 @@ def api_settings(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> 
         models_dir=models_dir,
         db_path=home / "chat.sqlite3",
         logs_dir=home / "logs",
+        state_dir=home,
         n_ctx=1024,
         max_message_chars=4000,
         default_temperature=0.0,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from runtime.default_model import GGUF_NAME
 from runtime.fake import FakeRuntime, fake_model
 from tests.api.test_bad_input import HTTP_METHODS, _resolve, _sample
 from tests.auth import PASSWORD, add_user, bearer, signed_in
+from tests.databases import everything_stored, raw_rows
 from tests.servers import ApiServer, survivors
 
 MODEL, OTHER = "fake.gguf", "other.gguf"
@@ -45,9 +45,9 @@ ADMIN_ONLY = {"GET /metrics"}
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> ApiSettings:
+def settings(tmp_path_factory: pytest.TempPathFactory, db_url: str) -> ApiSettings:
     home = tmp_path_factory.mktemp("accounts")
-    return ApiSettings(models_dir=home / "models", db_path=home / "chat.sqlite3", logs_dir=home / "logs",
+    return ApiSettings(models_dir=home / "models", db_url=db_url, logs_dir=home / "logs",
                        state_dir=home, session_idle_s=3600)
 
 
@@ -190,8 +190,7 @@ async def test_keys_are_shown_once_stored_hashed_and_revoked_at_once(
     assert me["name"] == "alice" and me["via"] == "key"
     listed = await (await alice.get("/auth/keys")).get_json()
     assert "key" not in listed["keys"][0] and listed["keys"][0]["name"] == "laptop"
-    raw = settings.db_path.read_bytes() + settings.db_path.with_name(settings.db_path.name + "-wal").read_bytes()
-    assert key.encode() not in raw
+    assert key.encode() not in await everything_stored(settings.db_url)
     key_id = key.split("_")[1]
     assert (await alice.delete(f"/auth/keys/{key_id}")).status_code == 200
     assert (await client.get("/chats", headers=bearer(key))).status_code == 401
@@ -202,8 +201,7 @@ async def test_passwords_are_argon2id_and_sessions_end_on_sign_out_disable_and_r
     app: QuartTestApp, settings: ApiSettings
 ) -> None:
     carol = await signed_in(app, "carol", "user")
-    with sqlite3.connect(settings.db_path) as db:
-        hashes = [row[0] for row in db.execute("SELECT password_hash FROM users")]
+    hashes = [row[0] for row in await raw_rows(settings.db_url, "SELECT password_hash FROM users")]
     assert hashes and all(h.startswith("$argon2id$") for h in hashes)
     assert not any(PASSWORD in h for h in hashes)
     assert (await carol.get("/chats")).status_code == 200
@@ -358,6 +356,20 @@ async def _limited(app: QuartTestApp, name: str, **limits: int) -> QuartClient:
     admin = await signed_in(app, "root", "admin")
     assert (await admin.patch(f"/admin/users/{name}", json=limits)).status_code == 200
     return user
+
+
+async def test_the_largest_limits_are_stored_and_larger_ones_refused(app: QuartTestApp) -> None:
+    """Limits are INTEGER columns (4 bytes on PostgreSQL): the API bounds them so, not the database."""
+    await signed_in(app, "lena", "user")
+    admin = await signed_in(app, "root", "admin")
+    largest = {"limit_tokens_per_day": 2**31 - 1, "limit_loaded_models": 1000, "limit_concurrent_replies": 10_000}
+    stored = await admin.patch("/admin/users/lena", json=largest)
+    assert stored.status_code == 200, await stored.get_data()
+    assert (await stored.get_json())["limits"] == {"tokens_per_day": 2**31 - 1, "loaded_models": 1000,
+                                                   "concurrent_replies": 10_000}
+    for field, value in largest.items():
+        refused = await admin.patch("/admin/users/lena", json={field: value + 1})
+        assert refused.status_code == 422 and field in (await refused.get_json())["detail"]
 
 
 async def test_a_user_over_their_models_limit_gets_429_naming_it(app: QuartTestApp) -> None:

@@ -26,9 +26,9 @@ from quart.typing import TestClientProtocol as QuartClient
 from quart_schema import hide
 
 from api.app import create_app
-from tests.auth import signed_in
 from api.settings import ApiSettings
 from runtime.settings import PROJECT_ROOT
+from tests.auth import signed_in
 from tests.servers import ApiServer, survivors
 
 GOOD_ID = "bad-input-probe"
@@ -240,8 +240,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def settings(home: Path, models_dir: Path) -> ApiSettings:
-    return ApiSettings(models_dir=models_dir, db_path=home / "chat.sqlite3", logs_dir=home / "logs",
+def settings(home: Path, models_dir: Path, db_url: str) -> ApiSettings:
+    return ApiSettings(models_dir=models_dir, db_url=db_url, logs_dir=home / "logs", state_dir=home,
                        max_message_chars=4000)
 
 
@@ -310,7 +310,7 @@ async def test_bad_input_through_the_test_client(client: QuartClient, spec: dict
 def test_bad_input_through_a_real_server(server: ApiServer, spec: dict[str, Any], models_dir: Path) -> None:
     sent = probes(spec)
     failures = []
-    server_home = Path(server.env["LLMCHAT_DB_PATH"]).parent
+    server_home = Path(server.env["LLMCHAT_DB_URL"]).parent
     with httpx.Client(base_url=server.url, timeout=30) as http:
         for probe in sent:
             response = http.request(probe.method, httpx.URL(server.url + probe.url), content=probe.body,

@@ -26,9 +26,11 @@ def fake() -> FakeRuntime:
 
 
 @pytest.fixture(scope="module")
-async def app(tmp_path_factory: pytest.TempPathFactory, fake: FakeRuntime) -> AsyncIterator[QuartTestApp]:
+async def app(
+    tmp_path_factory: pytest.TempPathFactory, fake: FakeRuntime, db_url: str
+) -> AsyncIterator[QuartTestApp]:
     home = tmp_path_factory.mktemp("branches")
-    settings = ApiSettings(models_dir=home / "models", db_path=home / "chat.sqlite3", logs_dir=home / "logs",
+    settings = ApiSettings(models_dir=home / "models", db_url=db_url, logs_dir=home / "logs",
                            state_dir=home)
     async with create_app(settings, runtime=fake).test_app() as running:
         yield running
@@ -148,7 +150,7 @@ async def test_another_users_messages_cannot_be_branched_to(app: QuartTestApp, c
     await _say(client, "mine", "private")
     mine = (await _history(client, "mine"))["messages"][0]["id"]
     other = await signed_in(app, "other", role="user")
-    await other.post(f"/load", json={"chat_id": "theirs", "model": MODEL})
+    await other.post("/load", json={"chat_id": "theirs", "model": MODEL})
     response = await other.post("/chats/theirs/branch", json={"message_id": mine})
     assert response.status_code == 404
     assert (await other.post("/chats/mine/branch", json={"message_id": mine})).status_code == 404

@@ -14,8 +14,8 @@ from pathlib import Path
 from aerich import Command
 
 from api.app import create_app
-from api.settings import ApiSettings
 from api.database import MIGRATIONS, tortoise_config
+from api.settings import ApiSettings
 from runtime.fake import FakeRuntime, fake_model
 
 

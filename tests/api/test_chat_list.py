@@ -5,10 +5,8 @@ and a page read through the index on chats(owner_id, updated_at)."""
 from __future__ import annotations
 
 import base64
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,23 +15,20 @@ from quart.typing import TestClientProtocol as QuartClient
 
 from api.app import create_app
 from api.chat_pages import decode_cursor, page_query
+from api.database import dialect_of, stored_time
 from api.settings import ApiSettings
 from api.store import User
 from runtime.fake import FakeRuntime, fake_model
 from tests.auth import signed_in
+from tests.databases import raw_write
 
 MODEL = "fake.gguf"
 
 
 @pytest.fixture(scope="module")
-def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("chat-list") / "chat.sqlite3"
-
-
-@pytest.fixture(scope="module")
-async def app(db_path: Path) -> AsyncIterator[QuartTestApp]:
-    home = db_path.parent
-    settings = ApiSettings(models_dir=home / "models", db_path=db_path, logs_dir=home / "logs", state_dir=home)
+async def app(tmp_path_factory: pytest.TempPathFactory, db_url: str) -> AsyncIterator[QuartTestApp]:
+    home = tmp_path_factory.mktemp("chat-list")
+    settings = ApiSettings(models_dir=home / "models", db_url=db_url, logs_dir=home / "logs", state_dir=home)
     async with create_app(settings, runtime=FakeRuntime([fake_model(MODEL)])).test_app() as running:
         yield running
 
@@ -53,11 +48,11 @@ async def _create(client: QuartClient, chat_id: str) -> None:
     assert response.status_code == 201, await response.get_data()
 
 
-def _set_times(db_path: Path, times: dict[str, datetime]) -> None:
-    """Stored as the ORM stores them (ISO text in UTC), from a second connection as another writer would."""
-    with sqlite3.connect(db_path) as db:
-        db.executemany('UPDATE chats SET updated_at = ? WHERE id = ?',
-                       [(when.isoformat(" "), chat_id) for chat_id, when in times.items()])
+async def _set_times(db_url: str, times: dict[str, datetime]) -> None:
+    """Stored as the ORM stores them, from a second connection as another writer would."""
+    dialect = dialect_of(db_url)
+    await raw_write(db_url, 'UPDATE chats SET updated_at = ? WHERE id = ?',
+                    [(stored_time(when, dialect), chat_id) for chat_id, when in times.items()])
 
 
 async def _page(client: QuartClient, query: str) -> dict[str, Any]:
@@ -77,7 +72,7 @@ async def _walk(client: QuartClient, limit: int) -> list[list[str]]:
         body = await _page(client, f"limit={limit}&cursor={body['next_cursor']}")
 
 
-async def test_pages_walk_every_chat_once_newest_first_with_equal_times(alice: QuartClient, db_path: Path) -> None:
+async def test_pages_walk_every_chat_once_newest_first_with_equal_times(alice: QuartClient, db_url: str) -> None:
     base = datetime(2026, 3, 1, 12, tzinfo=UTC)
     times = {
         "a1": base, "a2": base, "a3": base, "a4": base,  # one time shared by four chats: ties broken by id
@@ -86,7 +81,7 @@ async def test_pages_walk_every_chat_once_newest_first_with_equal_times(alice: Q
     }
     for chat_id in times:
         await _create(alice, chat_id)
-    _set_times(db_path, times)
+    await _set_times(db_url, times)
     expected = [c for c, _ in sorted(times.items(), key=lambda item: (item[1], item[0]), reverse=True)]
     assert expected[:4] == ["e1", "b2", "b1", "d1"]
 
@@ -103,16 +98,16 @@ async def test_pages_walk_every_chat_once_newest_first_with_equal_times(alice: Q
 
 
 async def test_a_chat_active_between_two_pages_moves_to_the_top_without_breaking_the_walk(
-    bob: QuartClient, db_path: Path
+    bob: QuartClient, db_url: str
 ) -> None:
     base = datetime(2026, 5, 1, tzinfo=UTC)
     times = {f"bob{i}": base + timedelta(minutes=i) for i in range(6)}
     for chat_id in times:
         await _create(bob, chat_id)
-    _set_times(db_path, times)
+    await _set_times(db_url, times)
     first = await _page(bob, "limit=3")
     assert [c["chat_id"] for c in first["chats"]] == ["bob5", "bob4", "bob3"]
-    _set_times(db_path, {"bob0": base + timedelta(days=1)})  # a reply in the oldest chat
+    await _set_times(db_url, {"bob0": base + timedelta(days=1)})  # a reply in the oldest chat
     rest = await _page(bob, f"limit=3&cursor={first['next_cursor']}")
     assert [c["chat_id"] for c in rest["chats"]] == ["bob2", "bob1"] and rest["next_cursor"] is None
     assert [c["chat_id"] for c in (await _page(bob, "limit=1"))["chats"]] == ["bob0"]
@@ -161,9 +156,10 @@ async def test_only_your_own_chats_are_listed(app: QuartTestApp, alice: QuartCli
     assert (await _page(dave, f"cursor={cursor}"))["chats"] == []
 
 
-async def test_a_page_is_read_through_the_owner_and_time_index(app: QuartTestApp) -> None:
+async def test_a_page_is_read_through_the_owner_and_time_index(app: QuartTestApp, db_url: str) -> None:
     owner = await User.get(name="alice")
+    uses_index = {"sqlite": "USING INDEX idx_chats_owner", "postgres": '"Index Name": "idx_chats_owner'}
     for after in (None, decode_cursor(_b64(b'["2026-03-01T12:00:00+00:00", "a3"]'))):
         plan = " | ".join(str(tuple(row)) for row in await page_query(owner.id, 51, after).explain())
-        assert "USING INDEX idx_chats_owner" in plan, plan
+        assert uses_index[dialect_of(db_url)] in plan, plan
         assert "SCAN chats" not in plan and "TEMP B-TREE FOR ORDER BY" not in plan, plan

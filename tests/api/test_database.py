@@ -18,6 +18,7 @@ from tortoise import Tortoise, connections
 from api import accounts
 from api.database import (
     MIGRATIONS,
+    StartRefused,
     close_store,
     dialect_of,
     migrations_dir,
@@ -174,14 +175,14 @@ def test_processes_starting_together_on_one_postgres_database_take_turns(pg_data
 
 async def test_a_database_without_a_utf8_character_type_is_refused(pg_cluster: PgCluster) -> None:
     url = pg_cluster.create_database("ascii_only", ctype="C")
-    with pytest.raises(SystemExit, match="LC_CTYPE 'C'.*UTF-8"):
+    with pytest.raises(StartRefused, match="LC_CTYPE 'C'.*UTF-8"):
         await open_store(url)
 
 
 async def test_an_unreachable_postgres_server_is_named_without_its_password() -> None:
     from tests.pg import free_port
 
-    with pytest.raises(SystemExit, match=r"cannot connect to postgres://llmchat:\*\*\*@127.0.0.1") as refused:
+    with pytest.raises(StartRefused, match=r"cannot connect to postgres://llmchat:\*\*\*@127.0.0.1") as refused:
         await open_store(f"postgres://llmchat:hunter2@127.0.0.1:{free_port()}/llmchat")
     assert "hunter2" not in str(refused.value)
 

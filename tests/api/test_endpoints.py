@@ -123,7 +123,7 @@ async def test_chat_management(client: QuartClient, api_settings: ApiSettings) -
     assert deleted.status_code == 200
     assert (await client.get(f"/history?chat_id={chat_id}")).status_code == 404
     assert not log_file.exists()
-    with sqlite3.connect(api_settings.db_path) as db:
+    with sqlite3.connect(api_settings.db_url) as db:
         assert db.execute("select count(*) from messages where chat_id = ?", (chat_id,)).fetchone()[0] == 0
 
 

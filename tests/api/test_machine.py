@@ -35,7 +35,8 @@ ENDLESS = "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"  # greedy decoding 
 @pytest.fixture(scope="module")
 def api_settings(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> ApiSettings:
     home = tmp_path_factory.mktemp("machine")
-    return ApiSettings(models_dir=models_dir, db_path=home / "chat.sqlite3", logs_dir=home / "logs", n_ctx=1024,
+    return ApiSettings(models_dir=models_dir, db_path=home / "chat.sqlite3", logs_dir=home / "logs", state_dir=home,
+                       n_ctx=1024,
                        default_temperature=0.0, default_max_new_tokens=48, machine_sample_s=SAMPLE_S)
 
 

@@ -16,8 +16,8 @@ from tests.servers import ApiServer, survivors
 EXAMPLES_PER_OPERATION = 12
 
 
-def test_no_server_errors_and_valid_responses(tmp_path: Path, models_dir: Path) -> None:
-    server = ApiServer(tmp_path, models_dir, max_message_chars="2000")
+def test_no_server_errors_and_valid_responses(tmp_path: Path, models_dir: Path, db_url: str) -> None:
+    server = ApiServer(tmp_path, models_dir, max_message_chars="2000", db_url=db_url)
     server.start(quiet=True)
     try:
         schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")

@@ -24,9 +24,9 @@ MODEL = "fake.gguf"
 
 
 @pytest.fixture(scope="module")
-async def app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[QuartTestApp]:
+async def app(tmp_path_factory: pytest.TempPathFactory, db_url: str) -> AsyncIterator[QuartTestApp]:
     home = tmp_path_factory.mktemp("search")
-    settings = ApiSettings(models_dir=home / "models", db_path=home / "chat.sqlite3", logs_dir=home / "logs",
+    settings = ApiSettings(models_dir=home / "models", db_url=db_url, logs_dir=home / "logs",
                            state_dir=home)
     async with create_app(settings, runtime=FakeRuntime([fake_model(MODEL)], reply_words=4)).test_app() as running:
         yield running

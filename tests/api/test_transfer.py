@@ -37,9 +37,11 @@ def fake() -> FakeRuntime:
 
 
 @pytest.fixture(scope="module")
-async def app(tmp_path_factory: pytest.TempPathFactory, fake: FakeRuntime) -> AsyncIterator[QuartTestApp]:
+async def app(
+    tmp_path_factory: pytest.TempPathFactory, fake: FakeRuntime, db_url: str
+) -> AsyncIterator[QuartTestApp]:
     home = tmp_path_factory.mktemp("transfer")
-    settings = ApiSettings(models_dir=home / "models", db_path=home / "chat.sqlite3", logs_dir=home / "logs",
+    settings = ApiSettings(models_dir=home / "models", db_url=db_url, logs_dir=home / "logs",
                            state_dir=home, max_message_chars=MAX_CHARS, max_import_bytes=MAX_IMPORT_BYTES)
     async with create_app(settings, runtime=fake).test_app() as running:
         yield running

@@ -8,8 +8,7 @@ and stop signals that reach the reply they were meant for.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from runtime.interface import WorkerInfo
 from runtime.protocol import ChatMessage, GenerationParams
 from tests.api.conftest import sse_events
 from tests.auth import signed_in
+from tests.databases import raw_rows
 
 MODEL = "fake.gguf"
 
@@ -36,9 +36,9 @@ def fake() -> FakeRuntime:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> ApiSettings:
+def settings(tmp_path_factory: pytest.TempPathFactory, db_url: str) -> ApiSettings:
     home = tmp_path_factory.mktemp("turns")
-    return ApiSettings(models_dir=home / "models", db_path=home / "chat.sqlite3", logs_dir=home / "logs",
+    return ApiSettings(models_dir=home / "models", db_url=db_url, logs_dir=home / "logs",
                        state_dir=home, max_message_chars=200)
 
 
@@ -58,9 +58,8 @@ def pace(fake: FakeRuntime) -> None:
     fake.token_delay_s, fake.reply_words, fake.max_queue, fake.saturated = 0.02, 20, 8, False
 
 
-def _rows(settings: ApiSettings, chat_id: str) -> list[tuple[str, str]]:
-    with sqlite3.connect(settings.db_path) as db:
-        return list(db.execute("select role, status from messages where chat_id = ? order by id", (chat_id,)))
+async def _rows(settings: ApiSettings, chat_id: str) -> list[tuple[str, str]]:
+    return await raw_rows(settings.db_url, "select role, status from messages where chat_id = ? order by id", [chat_id])
 
 
 async def _load(client: QuartClient, chat_id: str) -> None:
@@ -95,7 +94,7 @@ async def test_twenty_concurrent_turns_on_one_chat_give_one_reply(
     answered = await next(r for r in responses if r.status_code == 200).get_json()
     assert answered["status"] == "stopped" and answered["id"] == stopped["message_id"]
     assert fake.generations - before == 1
-    assert _rows(settings, "burst") == [("user", "complete"), ("assistant", "stopped")]
+    assert await _rows(settings, "burst") == [("user", "complete"), ("assistant", "stopped")]
 
 
 async def test_a_refused_request_stores_nothing(client: QuartClient, fake: FakeRuntime, settings: ApiSettings) -> None:
@@ -118,11 +117,11 @@ async def test_a_refused_request_stores_nothing(client: QuartClient, fake: FakeR
     fake.saturated = True
     response = await client.post("/chat", json={"chat_id": "refusals", "message": "anyone?"})
     assert response.status_code == 429 and (await response.get_json())["error"] == "Busy"
-    assert _rows(settings, "refusals") == []
+    assert await _rows(settings, "refusals") == []
     fake.saturated = False
     ok = await client.post("/chat", json={"chat_id": "refusals", "message": "now?"})
     assert ok.status_code == 200
-    assert _rows(settings, "refusals") == [("user", "complete"), ("assistant", "complete")]
+    assert await _rows(settings, "refusals") == [("user", "complete"), ("assistant", "complete")]
 
 
 async def test_a_dead_worker_refuses_with_409_and_says_why(
@@ -133,7 +132,7 @@ async def test_a_dead_worker_refuses_with_409_and_says_why(
     response = await client.post("/chat", json={"chat_id": "orphan", "message": "still there?"})
     assert response.status_code == 409
     assert "killed" in (await response.get_json())["detail"]
-    assert _rows(settings, "orphan") == []
+    assert await _rows(settings, "orphan") == []
     status = await (await client.get("/status?chat_id=orphan")).get_json()
     assert status["loaded"] is False and "killed" in status["reason"]
 
@@ -173,12 +172,12 @@ async def test_a_worker_dying_while_requests_wait_fails_each_and_stores_the_erro
     assert streamed[1][1]["position"] >= 1 and streamed[-1][1]["status"] == 503
     assert streamed[-1][1]["message_id"] == streamed[0][1]["message_id"]
     for chat_id in ("first", "second", "third"):
-        assert _rows(settings, chat_id) == [("user", "complete"), ("assistant", "error")]
+        assert await _rows(settings, chat_id) == [("user", "complete"), ("assistant", "error")]
 
 
 async def _until_waiting(fake: FakeRuntime, count: int = 2) -> None:
     for _ in range(100):
-        if fake.workers() and fake.workers()[0].queued >= count:
+        if (workers := await fake.workers()) and workers[0].queued >= count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the requests never queued")
@@ -200,12 +199,12 @@ async def test_stop_before_the_first_token_stores_a_stopped_reply(
     # A stop for a reply that has ended does not stop the next one.
     fake.token_delay_s = 0.05
     later = asyncio.ensure_future(client.post("/chat", json={"chat_id": "early", "message": "again"}))
-    while not fake.workers()[0].busy:
+    while not (await fake.workers())[0].busy:
         await asyncio.sleep(0.01)
     old = events[-1][1]["id"]
     assert (await (await client.post(f"/chats/early/stop?message_id={old}")).get_json())["stopped"] is False
     assert (await (await later).get_json())["status"] == "complete"
-    assert _rows(settings, "early") == [("user", "complete"), ("assistant", "stopped"),
+    assert await _rows(settings, "early") == [("user", "complete"), ("assistant", "stopped"),
                                         ("user", "complete"), ("assistant", "complete")]
 
 
@@ -217,7 +216,7 @@ async def test_regenerate_refused_keeps_the_reply_it_would_replace(
     fake.saturated = True
     response = await client.post("/chats/regen/regenerate", json={})
     assert response.status_code == 429
-    assert _rows(settings, "regen") == [("user", "complete"), ("assistant", "complete")]
+    assert await _rows(settings, "regen") == [("user", "complete"), ("assistant", "complete")]
     fake.saturated = False
     again = await (await client.post("/chats/regen/regenerate", json={})).get_json()
     history = (await (await client.get("/history?chat_id=regen")).get_json())["messages"]
@@ -284,7 +283,7 @@ async def test_a_turn_whose_caller_goes_away_while_it_is_stored_still_gets_its_a
             await asyncio.sleep(0.02)
     finally:
         conversations.chatlog = chatlog
-    assert _rows(settings, "vanish") == [("user", "complete"), ("assistant", "stopped")]
+    assert await _rows(settings, "vanish") == [("user", "complete"), ("assistant", "stopped")]
     again = await client.post("/chat", json={"chat_id": "vanish", "message": "and now?"})
     assert again.status_code == 200
 
@@ -293,7 +292,7 @@ async def test_loading_another_model_while_a_reply_runs_is_refused(client: Quart
     fake.reply_words = 100
     await _load(client, "switch")
     running = asyncio.ensure_future(client.post("/chat", json={"chat_id": "switch", "message": "long"}))
-    while not fake.workers() or not any(w.busy for w in fake.workers()):
+    while not (workers := await fake.workers()) or not any(w.busy for w in workers):
         await asyncio.sleep(0.01)
     refused = await client.post("/load", json={"chat_id": "switch", "model": MODEL, "device": "cpu"})
     assert refused.status_code == 429 and (await refused.get_json())["error"] == "ChatBusy"
@@ -304,7 +303,7 @@ async def test_a_failure_after_acceptance_names_the_stored_reply(client: QuartCl
     fake.reply_words, fake.token_delay_s = 200, 0.05
     await _load(client, "named")
     reply = asyncio.ensure_future(client.post("/chat", json={"chat_id": "named", "message": "go"}))
-    while not fake.workers() or not fake.workers()[0].busy:
+    while not (workers := await fake.workers()) or not workers[0].busy:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)
     fake.kill(MODEL)
@@ -331,8 +330,12 @@ async def test_waiting_turns_hear_their_place_move_up_and_can_be_stopped(
         turns.append(asyncio.ensure_future(
             client.post("/chat", json={"chat_id": chat_id, "message": "hello", "stream": True})
         ))
-        await _until(lambda n=len(turns): fake.generations - before + _worker(fake, "two-slots.gguf").queued == n)
-    worker = _worker(fake, "two-slots.gguf")
+
+        async def placed(n: int = len(turns)) -> bool:
+            return fake.generations - before + (await _worker(fake, "two-slots.gguf")).queued == n
+
+        await _until(placed)
+    worker = await _worker(fake, "two-slots.gguf")
     assert (worker.parallel, worker.running, worker.queued) == (2, 2, 3)
     status = await (await client.get("/status")).get_json()
     state = next(w for w in status["workers"] if w["model"] == "two-slots.gguf")
@@ -348,7 +351,7 @@ async def test_waiting_turns_hear_their_place_move_up_and_can_be_stopped(
         assert [data["position"] for name, data in events if name == "queued"] == places
         assert [data["ahead"] for name, data in events if name == "queued"] == [max(0, p - 1) for p in places]
         assert events[-1][0] == "done" and events[-1][1]["status"] == "complete"
-    assert _rows(settings, "line2") == [("user", "complete"), ("assistant", "stopped")]
+    assert await _rows(settings, "line2") == [("user", "complete"), ("assistant", "stopped")]
     assert fake.generations - before == 4
 
 
@@ -367,13 +370,13 @@ async def test_one_chat_holds_one_place_on_a_model(client: QuartClient, fake: Fa
     await third.aclose()
 
 
-def _worker(fake: FakeRuntime, model: str) -> WorkerInfo:
-    return next(w for w in fake.workers() if w.key.model == model)
+async def _worker(fake: FakeRuntime, model: str) -> WorkerInfo:
+    return next(w for w in await fake.workers() if w.key.model == model)
 
 
-async def _until(condition: Callable[[], bool]) -> None:
+async def _until(condition: Callable[[], Awaitable[bool]]) -> None:
     for _ in range(300):
-        if condition():
+        if await condition():
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the condition never held")

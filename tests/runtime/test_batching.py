@@ -74,7 +74,7 @@ async def test_eight_concurrent_streams_give_each_one_its_greedy_text_alone(runt
     # All eight ran at once: none waited for a slot, and they shared batches.
     assert all(places[-1].started and places[-1].waited_s < 1 for _, _, places in together)
     assert max(places[-1].batch for _, _, places in together) >= 4
-    assert runtime.holding("batch").running == 0  # type: ignore[union-attr]
+    assert (await runtime.holding("batch")).running == 0  # type: ignore[union-attr]
 
 
 async def test_aborting_one_of_four_leaves_the_other_three_complete(runtime: Runtime) -> None:
@@ -97,7 +97,7 @@ async def test_aborting_one_of_four_leaves_the_other_three_complete(runtime: Run
     for text, finished, _ in completed:
         assert finished.finish_reason == "length" and finished.metrics.completion_tokens == 48
     assert len({text for text, _, _ in completed}) == 1  # the same prompt, greedy: the same text
-    worker = runtime.holding("abort")
+    worker = await runtime.holding("abort")
     assert worker is not None and worker.running == 0 and worker.queued == 0
 
 
@@ -114,7 +114,7 @@ async def test_token_counts_do_not_wait_behind_running_replies(runtime: Runtime)
     await runtime.load("count", GGUF_NAME, "cpu")
     long = GenerationParams(max_new_tokens=200, temperature=0.0)
     streams = [asyncio.ensure_future(_reply(runtime, "count", ENDLESS, long, session=f"c{i}")) for i in range(3)]
-    while (worker := runtime.holding("count")) is None or worker.running < 3:
+    while (worker := await runtime.holding("count")) is None or worker.running < 3:
         await asyncio.sleep(0.01)
     counted = await runtime.count_tokens("count", ENDLESS)
     assert counted > 10 and not any(s.done() for s in streams)  # answered between two steps
@@ -159,7 +159,7 @@ async def test_a_worker_killed_mid_batch_fails_all_its_streams_within_a_second(
         killed_at = time.perf_counter()
         await asyncio.wait_for(streams, 10)
         assert len(ended) == 4 and max(ended) - killed_at < 1.0
-        assert rt.holding("victim") is None
+        assert await rt.holding("victim") is None
     finally:
         await rt.close()
 

@@ -40,13 +40,13 @@ async def test_idle_worker_is_unloaded_with_a_reason(runtime_settings: RuntimeSe
         kept = await rt.load("forever", GGUF_NAME, "auto", idle_unload_s=0)
         assert short.idle_unload_s == 1.0 and kept.idle_unload_s == 0
         deadline = time.monotonic() + 10
-        while rt.holding("brief") is not None and time.monotonic() < deadline:
+        while await rt.holding("brief") is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        assert rt.holding("brief") is None
+        assert await rt.holding("brief") is None
         assert not psutil.pid_exists(short.pid)  # the books change only once the process is gone
-        assert rt.exit_reason("brief") == "unloaded after 1 s without use"
-        assert rt.holding("forever") is not None  # 0 means never
-        assert rt.worker_deaths() == 0
+        assert await rt.exit_reason("brief") == "unloaded after 1 s without use"
+        assert await rt.holding("forever") is not None  # 0 means never
+        assert await rt.worker_deaths() == 0
     finally:
         await rt.close()
 
@@ -58,7 +58,7 @@ async def test_worker_cap_evicts_the_least_recently_used_idle_worker(
     try:
         first = await rt.load("a", GGUF_NAME, "cpu")
         second = await rt.load("b", GGUF_NAME, "auto")  # another key: needs a second worker
-        assert rt.holding("a") is None and "make room" in (rt.exit_reason("a") or "")
+        assert await rt.holding("a") is None and "make room" in (await rt.exit_reason("a") or "")
         assert not psutil.pid_exists(first.pid) and psutil.pid_exists(second.pid)
     finally:
         await rt.close()
@@ -67,7 +67,7 @@ async def test_worker_cap_evicts_the_least_recently_used_idle_worker(
         await strict.load("a", GGUF_NAME, "cpu")
         with pytest.raises(TooManyModels, match="LLMCHAT_MAX_WORKERS"):
             await strict.load("b", GGUF_NAME, "auto")
-        assert strict.holding("a") is not None
+        assert await strict.holding("a") is not None
     finally:
         await strict.close()
 
@@ -98,7 +98,7 @@ async def test_queue_beyond_the_limit_is_refused(runtime_settings: RuntimeSettin
             await anext(running)  # the first token: the worker is busy now
             second = rt.generate("q", ENDLESS, GenerationParams(max_new_tokens=4, temperature=0))
             assert (await anext(second)).position == 1  # accepted, first in line
-            assert rt.holding("q").queued == 1  # type: ignore[union-attr]
+            assert (await rt.holding("q")).queued == 1  # type: ignore[union-attr]
             assert await rt.count_tokens("q", ENDLESS) > 0  # not behind the line
             with pytest.raises(Busy) as refused:
                 await anext(rt.generate("q", ENDLESS, params))
@@ -144,16 +144,16 @@ async def test_a_caller_going_away_never_leaves_a_worker_half_started_or_half_st
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(rt.load("gone", GGUF_NAME, "cpu"), 0.2)
         deadline = time.monotonic() + 30
-        while not rt.workers() and time.monotonic() < deadline:
+        while not await rt.workers() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert {w.pid for w in rt.workers()} == children()
+        assert {w.pid for w in await rt.workers()} == children()
         # An unload whose caller gives up: the worker still ends, and leaves the books.
         info = await rt.load("a", GGUF_NAME, "cpu")
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(rt.unload("a"), 0.01)
         again = await asyncio.wait_for(rt.load("b", GGUF_NAME, "cpu"), 30)  # waits for the end, then starts
         assert again.pid != info.pid and not psutil.pid_exists(info.pid)
-        assert rt.holding("a") is None and [w.pid for w in rt.workers()] == [again.pid]
+        assert await rt.holding("a") is None and [w.pid for w in await rt.workers()] == [again.pid]
         assert children() == {again.pid}
     finally:
         await rt.close()

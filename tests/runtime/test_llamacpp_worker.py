@@ -60,7 +60,7 @@ async def test_greedy_reply_is_real_and_ends_at_the_turn(runtime: Runtime) -> No
 
 
 async def test_worker_reports_what_it_runs_on(runtime: Runtime) -> None:
-    info = runtime.holding("main")
+    info = await runtime.holding("main")
     assert info is not None
     assert (info.running_on, info.key.backend, info.context_length) == ("cpu", "llama.cpp", 2048)
     assert info.load_time_s > 0 and psutil.pid_exists(info.pid)
@@ -105,7 +105,7 @@ async def test_a_forced_unload_ends_the_worker_for_every_holder_and_says_why(run
     a = await runtime.load("forced-a", GGUF_NAME, "cpu")
     await runtime.load("forced-b", GGUF_NAME, "cpu")
     stream = asyncio.ensure_future(collect(runtime, "forced-a", ENDLESS, LONG))
-    while (worker := runtime.holding("forced-a")) is None or not worker.busy:
+    while (worker := await runtime.holding("forced-a")) is None or not worker.busy:
         await asyncio.sleep(0.01)
     result = await runtime.unload_worker(a.key, "unloaded by an administrator")
     assert result is not None and result.stopped and result.exited
@@ -113,8 +113,8 @@ async def test_a_forced_unload_ends_the_worker_for_every_holder_and_says_why(run
     with pytest.raises(WorkerDied):
         await stream  # the reply it was generating ends with an error
     for holder in ("forced-a", "forced-b"):
-        assert runtime.holding(holder) is None
-        assert runtime.exit_reason(holder) == "unloaded by an administrator"
+        assert await runtime.holding(holder) is None
+        assert await runtime.exit_reason(holder) == "unloaded by an administrator"
     assert await runtime.unload_worker(a.key, "again") is None
 
 
@@ -135,7 +135,7 @@ async def test_kill_mid_stream_fails_within_a_second_and_reload_works(runtime: R
                 os.kill(info.pid, signal.SIGKILL)
                 killed_at = time.perf_counter()
     assert time.perf_counter() - killed_at < 1.0
-    assert runtime.holding("victim") is None
+    assert await runtime.holding("victim") is None
     with pytest.raises(ModelNotLoaded, match="killed by signal 9"):
         await runtime.count_tokens("victim", QUESTION)
     again = await runtime.load("victim", GGUF_NAME, "cpu")
@@ -167,7 +167,7 @@ async def test_history_is_trimmed_to_the_context_window(runtime: Runtime) -> Non
 async def test_gpu_without_cuda_is_a_clear_error(runtime: Runtime) -> None:
     with pytest.raises(DeviceUnavailable, match="gpu"):
         await runtime.load("gpu-user", GGUF_NAME, "gpu")
-    assert runtime.holding("gpu-user") is None
+    assert await runtime.holding("gpu-user") is None
 
 
 async def test_bad_models_fail_cleanly(runtime: Runtime, tmp_path: Path) -> None:

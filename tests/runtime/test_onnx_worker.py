@@ -41,7 +41,7 @@ async def _greedy(rt: Runtime, holder: str, messages: list[ChatMessage]) -> tupl
 
 
 async def test_export_generates_and_matches_transformers(runtime: Runtime) -> None:
-    info = runtime.holding("onnx")
+    info = await runtime.holding("onnx")
     assert info is not None and (info.key.backend, info.running_on) == ("onnx", "cpu")
     onnx_text, onnx_done = await _greedy(runtime, "onnx", ENDLESS)
     assert onnx_done.metrics.completion_tokens == 32 and onnx_done.metrics.tokens_per_s > 0
@@ -85,7 +85,7 @@ async def test_abort_and_unload(runtime: Runtime) -> None:
                 break
     assert await runtime.count_tokens("onnx", QUESTION) > 0
     assert time.perf_counter() - started < 15  # 500 tokens take far longer
-    pid = runtime.holding("onnx").pid  # type: ignore[union-attr]
+    pid = (await runtime.holding("onnx")).pid  # type: ignore[union-attr]
     result = await runtime.unload("onnx")
     assert result is not None and result.exited and not psutil.pid_exists(pid)
     await runtime.load("onnx", ONNX_NAME, "cpu")

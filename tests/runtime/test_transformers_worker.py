@@ -38,7 +38,7 @@ async def test_greedy_reply_with_metrics(runtime: Runtime) -> None:
     assert "Paris" in "".join(parts)
     assert finished.metrics.prompt_tokens == await runtime.count_tokens("hf", QUESTION)
     assert finished.metrics.completion_tokens > 0 and finished.metrics.tokens_per_s > 0
-    info = runtime.holding("hf")
+    info = await runtime.holding("hf")
     assert info is not None and (info.running_on, info.key.backend, info.context_length) == ("cpu", "transformers", 32768)
 
 

@@ -65,7 +65,7 @@ def stored_chat(api: ApiServer, user: User, messages: list[tuple[str, str]]) -> 
     chat_id = str(httpx.post(f"{api.url}/chats", json={"title": "Rendering"}, headers=user.headers)
                   .raise_for_status().json()["chat_id"])
     now = datetime.now(UTC).isoformat(sep=" ")
-    connection = sqlite3.connect(api.env["LLMCHAT_DB_PATH"])
+    connection = sqlite3.connect(api.env["LLMCHAT_DB_URL"])
     try:
         with connection:
             columns = {row[1] for row in connection.execute('PRAGMA table_info("messages")')}

@@ -79,7 +79,7 @@ def _history(api: ApiServer, user: User, chat: str) -> list[dict[str, object]]:
 
 def _set_updated_at(api: ApiServer, times: dict[str, datetime]) -> None:
     """Give chats another last-activity time, straight in the database (the API has no way to)."""
-    with sqlite3.connect(api.env["LLMCHAT_DB_PATH"]) as db:
+    with sqlite3.connect(api.env["LLMCHAT_DB_URL"]) as db:
         db.executemany('UPDATE "chats" SET "updated_at" = ? WHERE "id" = ?',
                        [(when.astimezone(UTC).isoformat(sep=" ", timespec="microseconds"), chat)
                         for chat, when in times.items()])
