@@ -121,7 +121,7 @@ async def update_user(name: str, data: UserUpdate) -> UserOut:
     if data.disabled is not None and data.disabled != user.disabled:
         await accounts.set_disabled(user, data.disabled)
         if data.disabled:
-            services().conversations.stop_user(user.id)
+            await services().conversations.stop_user_anywhere(user.id)
         changes["disabled"] = data.disabled
     if changes:
         await accounts.audit("user_updated", me, target=user.name, client=client_address(), detail=changes)

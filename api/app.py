@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import TracebackType
 
 from quart import Quart
@@ -28,9 +29,18 @@ from api import (
 )
 from api.chatlog import ChatLog, configure_logging
 from api.conversation import Conversations
-from api.database import StartRefused, close_store, open_store, redacted, setup_lock
+from api.database import (
+    StartRefused,
+    close_store,
+    dialect_of,
+    end_cut_replies,
+    open_store,
+    redacted,
+    setup_lock,
+)
 from api.limits import Limits
 from api.openapi import LlmchatOpenAPI
+from api.replicas import Replicas
 from api.services import Services
 from api.settings import ApiSettings
 from runtime.interface import ModelRuntime
@@ -50,6 +60,28 @@ class _App(Quart):
             self.logger.error("%s", exception_info[1])
             return
         super().log_exception(exception_info)
+
+
+async def _runtime(settings: ApiSettings) -> ModelRuntime:
+    """The runtime the settings name: local worker processes, or actors on a Ray cluster."""
+    if settings.runtime == "ray":
+        from runtime.ray_runtime import RayRuntime  # the cluster extra: imported only when chosen
+
+        try:
+            return await RayRuntime.connect(settings)
+        except ImportError as exc:
+            raise StartRefused(f"LLMCHAT_RUNTIME=ray needs the cluster extra: pip install -e '.[cluster]' ({exc})") from None
+        except ConnectionError as exc:
+            raise StartRefused(f"LLMCHAT_RAY_ADDRESS={settings.ray_address}: no Ray cluster answers ({exc})") from None
+    # Constructing the local runtime ends workers an earlier run left: not on the loop.
+    return await asyncio.to_thread(Runtime, settings)
+
+
+def _stopped(stop: Callable[[str, int | None], object]) -> Callable[[str, int | None], None]:
+    def stopped(chat_id: str, message_id: int | None) -> None:
+        stop(chat_id, message_id)
+
+    return stopped
 
 
 def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None = None) -> Quart:
@@ -79,15 +111,18 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
     app.register_blueprint(openai_compat.blueprint)
     library_endpoints.register(app, settings)  # after requests.register: it extends the request class
 
+    several = settings.runtime == "ray" and dialect_of(settings.db_url) == "postgres"  # replicas allowed
+
     @app.before_serving
     async def start() -> None:
         configure_logging(settings.logs_dir)
         # Before anything else: a second process would mark this one's live replies as cut short.
-        locks = await single_process.hold(settings.state_dir, settings.db_url)
+        locks = None if several else await single_process.hold(settings.state_dir, settings.db_url, settings.runtime)
         try:
             await _open()
         except BaseException:
-            await locks.release()
+            if locks is not None:
+                await locks.release()
             raise
         app.extensions[LOCKS] = locks
 
@@ -98,17 +133,24 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         if password is not None:  # shown once, on the terminal only: never in a log file
             print(f"llmchat: created the administrator account {admin.name!r} with the password {password} "
                   "(shown once; change it with POST /auth/password or python -m api.users)", flush=True)
-        # Constructing the local runtime ends workers an earlier run left: not on the loop.
-        chosen = runtime if runtime is not None else await asyncio.to_thread(Runtime, settings)
+        chosen = runtime if runtime is not None else await _runtime(settings)
         chatlog = ChatLog(settings.logs_dir)
         recorder = metrics.Metrics(chosen)
         limits = Limits(settings, chosen)
         conversations = Conversations(chosen, settings, chatlog, recorder, limits)
+        if several:
+            conversations.peers = await Replicas.join(settings.db_url, _stopped(conversations.stop),
+                                                      conversations.stop_user)
+        if conversations.peers is None or conversations.peers.alone:
+            await end_cut_replies()  # no other process can be streaming them
+        if conversations.peers is not None:
+            await conversations.peers.started()
         app.extensions["llmchat"] = Services(
             settings, chosen, conversations, chatlog, recorder, accounts.FailureLimiter(), admin, limits
         )
         app.extensions[machine.EXTENSION] = machine.Sampler(chosen, recorder, settings.machine_sample_s).start()
-        log.info("serving; database %s, models %s", redacted(settings.db_url), settings.models_dir)
+        log.info("serving; database %s, models %s, %s runtime", redacted(settings.db_url), settings.models_dir,
+                 settings.runtime)
 
     @app.after_serving
     async def stop() -> None:
@@ -118,10 +160,12 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         services: Services | None = app.extensions.pop("llmchat", None)
         if services is not None:
             await services.runtime.close()
+            if services.conversations.peers is not None:
+                await services.conversations.peers.leave()
         await close_store()
         locks: single_process.ProcessLocks | None = app.extensions.pop(LOCKS, None)
         if locks is not None:
             await locks.release()
-        log.info("stopped; every worker has exited")
+        log.info("stopped; every worker has exited" if settings.runtime == "local" else "stopped")
 
     return app

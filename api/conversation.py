@@ -35,6 +35,7 @@ from api.errors import (
 )
 from api.limits import Limits
 from api.metrics import Metrics
+from api.replicas import Replicas
 from api.schemas import ChatMessage as MessageOut
 from api.schemas import StartEvent
 from api.settings import ApiSettings
@@ -126,6 +127,7 @@ class Conversations:
         self.limits = limits
         self._active: dict[str, ActiveReply] = {}
         self._tasks: set[asyncio.Future[None]] = set()  # clean-ups that outlive their request
+        self.peers: Replicas | None = None  # the other API replicas, when several serve (api.replicas)
 
     # Chats
 
@@ -182,12 +184,30 @@ class Conversations:
         active.stop.set()
         return active
 
+    async def stop_anywhere(self, chat_id: str, message_id: int | None = None) -> tuple[bool, int | None]:
+        """:meth:`stop`, on whichever replica streams the reply: whether one was stopped, and its id."""
+        stopped = self.stop(chat_id, message_id)
+        if stopped is not None or self.peers is None:
+            return stopped is not None, stopped.message_id if stopped else None
+        streaming = Message.filter(chat_id=chat_id, status="streaming", role="assistant")
+        reply = await (streaming.filter(id=message_id) if message_id is not None else streaming).order_by("-id").first()
+        if reply is None:
+            return False, None
+        await self.peers.stop_chat(chat_id, reply.id)
+        return True, reply.id
+
     def stop_user(self, user_id: int) -> int:
         """Stop every reply in progress in the user's chats (a disabled user); how many."""
         stopping = [a for a in self._active.values() if a.owner.id == user_id]
         for active in stopping:
             active.stop.set()
         return len(stopping)
+
+    async def stop_user_anywhere(self, user_id: int) -> None:
+        """:meth:`stop_user` on every replica."""
+        self.stop_user(user_id)
+        if self.peers is not None:
+            await self.peers.stop_user(user_id)
 
     def answering(self, chat_id: str) -> bool:
         """Whether a reply for the chat is in progress."""

@@ -135,9 +135,13 @@ async def open_store(url: str | Path, pool_min: int = 1, pool_max: int = 10) -> 
         await command.init()
         await command.upgrade(run_in_transaction=True)
     await Tortoise.init(config=config, _enable_global_fallback=True)
+
+
+async def end_cut_replies() -> None:
+    """Replies left ``streaming`` by a server that stopped will never finish: they become errors.
+    Only for a process that knows no other one streams them (see :mod:`api.replicas`)."""
     from api.store import Message
 
-    # Replies that were streaming when the previous server stopped will never finish.
     await Message.filter(status="streaming").update(status="error", error="the server stopped during this reply")
 
 

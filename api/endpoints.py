@@ -70,7 +70,8 @@ def worker_state(w: WorkerInfo) -> WorkerState:
     return WorkerState(
         model=w.key.model, device=w.key.requested_device, backend=w.key.backend, running_on=w.running_on,
         pid=w.pid, context_length=w.context_length, load_time_s=w.load_time_s, chats=list(w.holders), busy=w.busy,
-        queued=w.queued, running=w.running, parallel=w.parallel, idle_s=w.idle_s, idle_unload_s=w.idle_unload_s, cuda_visible_devices=w.cuda_visible_devices,
+        queued=w.queued, running=w.running, parallel=w.parallel, idle_s=w.idle_s, idle_unload_s=w.idle_unload_s,
+        cuda_visible_devices=w.cuda_visible_devices, node=w.node,
     )
 
 
@@ -85,11 +86,15 @@ async def _summaries(chat_ids: list[str]) -> dict[str, tuple[int, str | None]]:
     return {c: (by_chat.get(c, 0), texts.get(c)) for c in chat_ids}
 
 
-async def _meta(chat: Chat, detail: bool = False, summary: tuple[int, str | None] | None = None) -> ChatMeta:
+async def _meta(
+    chat: Chat, detail: bool = False, summary: tuple[int, str | None] | None = None, loaded: bool | None = None
+) -> ChatMeta:
     count, first = summary if summary is not None else (await _summaries([chat.id]))[chat.id]
+    if loaded is None:
+        loaded = await services().runtime.holding(chat.id) is not None
     fields = dict(
         chat_id=chat.id, title=chat_title(chat, first), model=chat.model,
-        device=chat.requested_device, backend=chat.backend, loaded=await services().runtime.holding(chat.id) is not None,
+        device=chat.requested_device, backend=chat.backend, loaded=loaded,
         created_at=chat.created_at.isoformat(), updated_at=chat.updated_at.isoformat(), message_count=count,
     )
     if detail:
@@ -116,7 +121,8 @@ async def status(query_args: OptionalChatIdQuery) -> StatusResponse:
         return StatusResponse(loaded=False, chat_id=chat.id, model=chat.model, device=chat.requested_device,
                               backend=chat.backend, reason=await runtime.exit_reason(chat.id))
     return StatusResponse(loaded=True, chat_id=chat.id, model=held.key.model, device=held.key.requested_device,
-                          backend=held.key.backend, running_on=held.running_on, context_length=held.context_length)
+                          backend=held.key.backend, running_on=held.running_on, context_length=held.context_length,
+                          node=held.node)
 
 
 async def _visible(state: WorkerState) -> WorkerState:
@@ -142,7 +148,9 @@ async def list_chats(query_args: ChatListQuery) -> ChatList:
     after = decode_cursor(query_args.cursor) if query_args.cursor is not None else None
     chats, next_cursor = await chat_page(current_user().id, query_args.limit, after)
     summaries = await _summaries([c.id for c in chats])
-    return ChatList(chats=[await _meta(c, summary=summaries[c.id]) for c in chats], next_cursor=next_cursor)
+    held = {holder for w in await services().runtime.workers() for holder in w.holders}  # one question, not one a chat
+    return ChatList(chats=[await _meta(c, summary=summaries[c.id], loaded=c.id in held) for c in chats],
+                    next_cursor=next_cursor)
 
 
 @blueprint.get("/history")
@@ -223,7 +231,7 @@ async def unload(data: UnloadRequest) -> UnloadResponse:
     """Release the chat's model; its process ends unless another chat uses it. Settings stay."""
     s = services()
     chat = await s.conversations.get(data.chat_id, current_user())
-    s.conversations.stop(chat.id)
+    await s.conversations.stop_anywhere(chat.id)
     result = await s.runtime.unload(chat.id)
     await s.chatlog.write(chat.id, f"unload: {result}")
     if result is None:
@@ -358,8 +366,8 @@ async def stop(chat_id: str, query_args: StopQuery) -> Stopped:
     with status ``stopped``."""
     conversations = services().conversations
     await conversations.get(chat_id, current_user())
-    stopped = conversations.stop(chat_id, query_args.message_id)
-    return Stopped(stopped=stopped is not None, chat_id=chat_id, message_id=stopped.message_id if stopped else None)
+    stopped, message_id = await conversations.stop_anywhere(chat_id, query_args.message_id)
+    return Stopped(stopped=stopped, chat_id=chat_id, message_id=message_id)
 
 
 @blueprint.post("/chats/<chat_id>/regenerate")

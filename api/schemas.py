@@ -134,6 +134,7 @@ class WorkerState(BaseModel):
     idle_s: float = 0.0
     idle_unload_s: float = 0.0
     cuda_visible_devices: str | None = None
+    node: str | None = Field(None, description="The machine it runs on (Ray runtime: the node's address); null: the API's.")
 
 
 class StatusResponse(BaseModel):
@@ -145,6 +146,7 @@ class StatusResponse(BaseModel):
     running_on: RunningOn | None = None
     context_length: int | None = None
     reason: str | None = Field(None, description="Why the chat's model is no longer loaded, if it went away.")
+    node: str | None = Field(None, description="Where the chat's model runs (Ray runtime: the node's address).")
     workers: list[WorkerState] = []
 
 

@@ -1,4 +1,5 @@
-"""The local runtime's rule: one API process per state folder and per database, held by locks.
+"""One API process per state folder and per database, held by locks, unless replicas can share
+(the Ray runtime on PostgreSQL, see :mod:`api.replicas`).
 
 Model workers are children of the API process that started them, and only it can reach them,
 so a second API process (Hypercorn ``--workers 2``, a second ``python -m api``, or another host
@@ -38,16 +39,20 @@ class ProcessLocks:
         self._file.close()
 
 
-def _refusal(where: str, holder: str) -> StartRefused:
+def _refusal(where: str, holder: str, runtime: str) -> StartRefused:
+    why = (
+        "The local runtime keeps each model's worker inside the API process that loaded it, so one API "
+        "process serves a state folder and a database"
+        if runtime == "local" else "With SQLite one API process serves the database"
+    )
     return StartRefused(
-        f"another API process ({holder}) already serves {where}. The local runtime keeps each model's "
-        "worker inside the API process that loaded it, so one API process serves a state folder and a "
-        "database: run a single one (Hypercorn with one worker), or give each its own LLMCHAT_STATE_DIR "
-        "and LLMCHAT_DB_URL."
+        f"another API process ({holder}) already serves {where}. {why}: run a single one (Hypercorn with "
+        "one worker), or give each its own LLMCHAT_STATE_DIR and LLMCHAT_DB_URL. Several API processes "
+        "sharing chats need PostgreSQL (LLMCHAT_DB_URL=postgres://...) and LLMCHAT_RUNTIME=ray."
     )
 
 
-async def hold(state_dir: Path, db_url: str) -> ProcessLocks:
+async def hold(state_dir: Path, db_url: str, runtime: str = "local") -> ProcessLocks:
     """Take both locks, or raise :class:`StartRefused` saying which other process holds one."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "api.lock"
@@ -58,7 +63,7 @@ async def hold(state_dir: Path, db_url: str) -> ProcessLocks:
         lock_file.seek(0)
         holder = lock_file.read().strip() or "pid unknown"
         lock_file.close()
-        raise _refusal(f"the state folder {state_dir}", holder) from None
+        raise _refusal(f"the state folder {state_dir}", holder, runtime) from None
     lock_file.seek(0)
     lock_file.truncate()
     lock_file.write(f"pid {os.getpid()} on {socket.gethostname()}")
@@ -75,7 +80,7 @@ async def hold(state_dir: Path, db_url: str) -> ProcessLocks:
                 LOCAL_RUNTIME_LOCK & 0xFFFFFFFF,
             )
             await connection.close()
-            raise _refusal(f"the database {redacted(db_url)}", holder or "on another host")
+            raise _refusal(f"the database {redacted(db_url)}", holder or "on another host", runtime)
     except BaseException:
         lock_file.close()
         raise

@@ -13,10 +13,10 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
+from typing import Protocol
 
 from runtime.errors import ModelRuntimeError, WorkerDied, from_wire
 from runtime.interface import Event
-from runtime.slots import Slots
 from runtime.protocol import (
     Abort,
     ChatMessage,
@@ -28,13 +28,27 @@ from runtime.protocol import (
     GenerationParams,
     TokenChunk,
     TokenCount,
+    ToWorker,
 )
-from runtime.supervisor import WorkerProcess
+from runtime.slots import Slots
+
+
+class Sender(Protocol):
+    """How requests reach the worker (:class:`runtime.supervisor.WorkerProcess`, or a Ray actor's queue)."""
+
+    async def send(self, message: ToWorker) -> None:
+        """Send one message; :class:`WorkerDied` if the worker is gone."""
+        ...
+
+    def send_soon(self, message: ToWorker) -> None:
+        """Send without waiting, ignoring a worker that is gone (for aborts from ``finally`` blocks)."""
+        ...
+
 
 class RequestChannel:
-    """Requests to one worker process: ``parallel`` at once, then a bounded line in order."""
+    """Requests to one worker: ``parallel`` at once, then a bounded line in order."""
 
-    def __init__(self, process: WorkerProcess, name: str, max_queue: int, parallel: int = 1) -> None:
+    def __init__(self, process: Sender, name: str, max_queue: int, parallel: int = 1) -> None:
         self._process = process
         self._name = name
         self._slots = Slots(name, parallel, max_queue)

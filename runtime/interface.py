@@ -185,5 +185,5 @@ class ModelRuntime(Protocol):
         ...
 
     async def close(self) -> None:
-        """Stop every worker."""
+        """Let go of the workers: the local runtime stops every one; a cluster's stay for the other replicas."""
         ...

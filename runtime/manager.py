@@ -15,14 +15,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from runtime import backends, discovery, fitting, gpu
-from runtime.backends import ONNX, TRANSFORMERS
+from runtime import discovery, fitting, gpu
 from runtime.builds import BuildState, read_builds
 from runtime.channel import RequestChannel
+from runtime.choice import choose_backend
 from runtime.discovery import ModelInfo
-from runtime.errors import BackendUnavailable, ModelNotLoaded, ModelRuntimeError, WorkerDied
+from runtime.errors import ModelNotLoaded, WorkerDied
 from runtime.interface import Event, FittedPrompt, UnloadResult, WorkerInfo, WorkerKey
 from runtime.pidfile import PidFile
 from runtime.placement import Placement, idle_reason
@@ -101,6 +101,7 @@ class Runtime:
         self._exit_reasons: dict[str, str] = {}  # holder -> why its worker went away
         self._deaths = 0
         self._reaper: asyncio.Task[None] | None = None
+        self._reaper_wake = asyncio.Event()
         self._pids = PidFile(self.settings.state_dir / "workers.pids")
         self._pids.reap_orphans()
 
@@ -111,36 +112,6 @@ class Runtime:
 
     async def builds(self) -> list[BuildState]:
         return await asyncio.to_thread(read_builds, self.settings.models_dir)
-
-    def _choose_backend(self, model: str, device: Device, backend: str | None) -> tuple[ModelInfo, str]:
-        """The backend to run ``model`` with, and the files it opens (blocking: reads the disk, NVML).
-
-        A Transformers model with an ONNX export beside it (``<name>-onnx``) runs from the
-        export when ONNX is asked for, or on CPU when ``onnx_on_cpu`` is set.
-        """
-        if backend is not None:
-            backends.check(backend)
-        info = discovery.resolve(self.settings.models_dir, model)
-        export = self._onnx_export(info) if info.backend == TRANSFORMERS else None
-        if backend == ONNX and info.backend == TRANSFORMERS:
-            if export is None:
-                raise BackendUnavailable(
-                    f"{info.name} has no ONNX export; create one with: python -m runtime.onnx_export {info.name}"
-                )
-            return replace(info, path=export.path), ONNX
-        if backend is None and export is not None and self.settings.onnx_on_cpu:
-            if device == "cpu" or (device == "auto" and gpu.device_count() == 0):
-                return replace(info, path=export.path), ONNX
-        if backend is not None and backend != info.backend:
-            raise BackendUnavailable(f"{info.name} is a {info.backend} model; backend {backend!r} cannot open it")
-        return info, info.backend
-
-    def _onnx_export(self, info: ModelInfo) -> ModelInfo | None:
-        try:
-            export = discovery.resolve(self.settings.models_dir, f"{info.name}-onnx")
-        except ModelRuntimeError:
-            return None
-        return export if export.backend == ONNX else None
 
     # Loading and unloading
 
@@ -153,7 +124,7 @@ class Runtime:
         idle_unload_s: float | None = None,
         parallel: int | None = None,
     ) -> WorkerInfo:
-        info, chosen = await asyncio.to_thread(self._choose_backend, model, device, backend)
+        info, chosen = await asyncio.to_thread(choose_backend, self.settings, model, device, backend)
         key = WorkerKey(info.name, device, chosen)
         idle = self.settings.idle_unload_s if idle_unload_s is None else idle_unload_s
         running = await self._worker_for(key, info, _Start(idle, parallel or self.settings.parallel))
@@ -321,10 +292,14 @@ class Runtime:
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+        else:
+            self._reaper_wake.set()  # a new worker's limit may be shorter than the sleep under way
 
     async def _reap_idle(self) -> None:
         while self._workers:
-            await asyncio.sleep(Placement.next_check_s(list(self._workers.values())))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reaper_wake.wait(), Placement.next_check_s(list(self._workers.values())))
+            self._reaper_wake.clear()
             for loaded in Placement.expired([w for w in self._workers.values() if not w.closing]):
                 if Placement.expired([loaded]):  # still unused: an earlier eviction took time
                     await self._evict(loaded, idle_reason(loaded.idle_unload_s))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,23 @@ class RuntimeSettings(BaseSettings):
     )
     gpu_memory_fraction: float | None = Field(
         None, gt=0, le=1, description="Cap a Transformers worker's share of GPU memory (torch)."
+    )
+    runtime: Literal["local", "ray"] = Field(
+        "local",
+        description=(
+            "Where model workers run: 'local', child processes of the one API process; 'ray', actors "
+            "placed across a Ray cluster's nodes and shared by every API replica (the cluster extra)."
+        ),
+    )
+    ray_address: str = Field(
+        "auto", description="The Ray cluster to join with LLMCHAT_RUNTIME=ray (host:port of the head, or 'auto')."
+    )
+    ray_prefer_resource: str | None = Field(
+        None,
+        description=(
+            "Ray runtime: place workers on nodes started with this custom resource when one has room "
+            "(ray start --resources='{\"models\": 1}'), e.g. to keep them off the head node."
+        ),
     )
     load_timeout_s: float = Field(600.0, gt=0, description="Longest a worker may take to load.")
     shutdown_timeout_s: float = Field(

@@ -36,10 +36,12 @@ def _settings(base: RuntimeSettings, tmp_path: Path, **changes: object) -> Runti
 async def test_idle_worker_is_unloaded_with_a_reason(runtime_settings: RuntimeSettings, tmp_path: Path) -> None:
     rt = Runtime(_settings(runtime_settings, tmp_path))
     try:
-        short = await rt.load("brief", GGUF_NAME, "cpu", idle_unload_s=1.0)
+        # The worker that is never unloaded first: the idle check then sleeps its longest, and must
+        # wake for the shorter limit of the one loaded next.
         kept = await rt.load("forever", GGUF_NAME, "auto", idle_unload_s=0)
+        short = await rt.load("brief", GGUF_NAME, "cpu", idle_unload_s=1.0)
         assert short.idle_unload_s == 1.0 and kept.idle_unload_s == 0
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 6
         while await rt.holding("brief") is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         assert await rt.holding("brief") is None
