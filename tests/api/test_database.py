@@ -20,6 +20,7 @@ from api.database import (
     MIGRATIONS,
     StartRefused,
     close_store,
+    end_cut_replies,
     dialect_of,
     migrations_dir,
     open_store,
@@ -137,6 +138,7 @@ async def test_a_fresh_postgres_database_is_migrated_and_stores_a_chat(pg_databa
         async with setup_lock(url):
             await open_store(url)
             again, password = await accounts.bootstrap()
+        await end_cut_replies()
         try:
             assert (again.id, password) == (admin_id, None)
             reply = await Message.get(role="assistant")
