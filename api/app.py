@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from types import TracebackType
 
 from quart import Quart
@@ -77,13 +76,6 @@ async def _runtime(settings: ApiSettings) -> ModelRuntime:
     return await asyncio.to_thread(Runtime, settings)
 
 
-def _stopped(stop: Callable[[str, int | None], object]) -> Callable[[str, int | None], None]:
-    def stopped(chat_id: str, message_id: int | None) -> None:
-        stop(chat_id, message_id)
-
-    return stopped
-
-
 def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None = None) -> Quart:
     """Build the API. ``runtime`` defaults to the real one (one process per loaded model)."""
     settings = settings or ApiSettings()
@@ -139,8 +131,7 @@ def create_app(settings: ApiSettings | None = None, runtime: ModelRuntime | None
         limits = Limits(settings, chosen)
         conversations = Conversations(chosen, settings, chatlog, recorder, limits)
         if several:
-            conversations.peers = await Replicas.join(settings.db_url, _stopped(conversations.stop),
-                                                      conversations.stop_user)
+            conversations.peers = await Replicas.join(settings.db_url, conversations.stop, conversations.stop_user)
         if conversations.peers is None or conversations.peers.alone:
             await end_cut_replies()  # no other process can be streaming them
         if conversations.peers is not None:

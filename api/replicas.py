@@ -38,7 +38,7 @@ class Replicas:
 
     @classmethod
     async def join(
-        cls, url: str, stop_chat: Callable[[str, int | None], None], stop_user: Callable[[int], None]
+        cls, url: str, stop_chat: Callable[[str, int | None], object], stop_user: Callable[[int], object]
     ) -> Replicas:
         connection = await connect(url, f"llmchat-api pid {os.getpid()} on {socket.gethostname()}")
         try:

@@ -206,8 +206,12 @@ class Coordinator:
             if start is None:
                 start = self._starts[key] = asyncio.ensure_future(
                     self._start(key, info, expect, idle_unload_s, parallel, settings))
-                start.add_done_callback(lambda done: (self._starts.pop(key, None), _retrieved(done)))
+                start.add_done_callback(lambda done: self._started_one(key, done))
             return await asyncio.shield(start)
+
+    def _started_one(self, key: WorkerKey, start: asyncio.Future[_Worker]) -> None:
+        self._starts.pop(key, None)
+        _retrieved(start)
 
     async def _start(
         self, key: WorkerKey, info: ModelInfo, expect: FileDigest, idle_unload_s: float, parallel: int | None,
@@ -218,7 +222,7 @@ class Coordinator:
             memory, on_gpu, fitting = await self._place(info, key.requested_device, n_ctx, parallel, settings)
             spec = WorkerSpec(str(info.path), key.backend, key.requested_device, n_ctx, settings.n_threads,
                               None, settings.gpu_memory_fraction, fitting)
-            handle = ray.remote(ModelWorker).options(
+            handle: Any = ray.remote(ModelWorker).options(
                 name=actor_name(key), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
                 num_cpus=0, num_gpus=1 if on_gpu else 0, max_restarts=0, max_concurrency=1000,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(memory.node_id, soft=False),

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from runtime import discovery
 from runtime.builds import BuildState, read_builds
@@ -94,27 +94,28 @@ class RayRuntime:
             holder, WorkerKey(info.name, device, chosen), relative, expect, idle,
             parallel or self.settings.parallel, self._shared,
         )
-        return _answer(answer)
+        return cast(WorkerInfo, _answer(answer))
 
     async def unload(self, holder: str) -> UnloadResult | None:
-        return _answer(await self._coordinator.unload.remote(holder, self._shared))
+        return cast(UnloadResult | None, _answer(await self._coordinator.unload.remote(holder, self._shared)))
 
     async def unload_worker(self, key: WorkerKey, reason: str) -> UnloadResult | None:
-        return _answer(await self._coordinator.unload_worker.remote(key, reason, self._shared))
+        return cast(UnloadResult | None,
+                    _answer(await self._coordinator.unload_worker.remote(key, reason, self._shared)))
 
     # State
 
     async def holding(self, holder: str) -> WorkerInfo | None:
-        return _answer(await self._coordinator.holding.remote(holder))
+        return cast(WorkerInfo | None, _answer(await self._coordinator.holding.remote(holder)))
 
     async def exit_reason(self, holder: str) -> str | None:
-        return _answer(await self._coordinator.exit_reason.remote(holder))
+        return cast(str | None, _answer(await self._coordinator.exit_reason.remote(holder)))
 
     async def workers(self) -> list[WorkerInfo]:
-        return _answer(await self._coordinator.workers.remote())
+        return cast(list[WorkerInfo], _answer(await self._coordinator.workers.remote()))
 
     async def worker_deaths(self) -> int:
-        return _answer(await self._coordinator.worker_deaths.remote())
+        return int(_answer(await self._coordinator.worker_deaths.remote()))
 
     # Requests
 
@@ -132,11 +133,12 @@ class RayRuntime:
 
     async def count_tokens(self, holder: str, messages: Sequence[ChatMessage]) -> int:
         handle, _ = await self._route(holder)
-        return _answer(await self._call(handle.count_tokens.remote(list(messages))))
+        return int(_answer(await self._call(handle.count_tokens.remote(list(messages)))))
 
     async def fit(self, holder: str, messages: Sequence[ChatMessage], max_new_tokens: int) -> FittedPrompt:
         handle, context_length = await self._route(holder)
-        return _answer(await self._call(handle.fit.remote(list(messages), max_new_tokens, context_length)))
+        return cast(FittedPrompt, _answer(await self._call(handle.fit.remote(list(messages), max_new_tokens,
+                                                                              context_length))))
 
     async def _call(self, ref: Any) -> Any:
         import ray

@@ -43,8 +43,8 @@ from tortoise import Tortoise
 from tortoise.functions import Count, Min
 
 from api.chat_pages import chat_page
-from api.schemas import ChatList, ChatMeta
 from api.database import tortoise_config
+from api.schemas import ChatList, ChatMeta
 from api.store import Chat, Message, chat_title
 from runtime.settings import RuntimeSettings
 from tests.servers import ApiServer
