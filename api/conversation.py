@@ -226,6 +226,8 @@ class Conversations:
         if self._active.get(active.chat_id) is active:
             del self._active[active.chat_id]
             self.limits.end_reply(active.owner.id)
+            if self.peers is not None and active.message_id is not None:
+                self._background(self.peers.release(active.message_id))
 
     # Models
 
@@ -333,6 +335,8 @@ class Conversations:
             self._background(self._abandon(active, accepting, events, exc))
             raise
         active.message_id = reply.id
+        if self.peers is not None:  # held while this replica streams it; if it dies, the others cut it
+            await self.peers.claim(reply.id)
         turn = _Turn(chat, reply, worker, fitted.dropped, started)
         stream = self._stream(active, turn, events, accepted)
         try:

@@ -50,7 +50,10 @@ def memory_kind(worker: WorkerInfo) -> MemoryKind:
 
 
 def worker_memory_mb(worker: WorkerInfo) -> float | None:
-    """The memory a worker holds, in MB, as :func:`memory_kind` says (blocking: call off the loop)."""
+    """The memory a worker holds, in MB, as :func:`memory_kind` says (blocking: call off the loop).
+    A worker on another machine (Ray runtime) comes with its own measurement."""
+    if worker.memory_mb is not None or worker.node is not None:
+        return None if worker.memory_mb is None else round(worker.memory_mb, 1)
     if worker.running_on == "cuda":
         used = gpu.used_by_mb(worker.pid)
         return None if used is None else round(used, 1)

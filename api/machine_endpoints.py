@@ -30,6 +30,7 @@ class MachineModel(BaseModel):
     backend: str
     device: DeviceName = Field(description="The device its load asked for.")
     running_on: RunningOn = Field(description="What it runs on.")
+    node: str | None = Field(None, description="The machine it runs on (Ray runtime); null: the API's.")
     memory_mb: float | None = Field(
         description="Memory it holds: resident RAM of its process, or on CUDA the GPU memory NVML charges to it "
                     "(from the newest sample); null when it cannot be measured."
@@ -109,7 +110,7 @@ def _model(w: WorkerInfo, memory_mb: float | None, holders: list[Holder] | None)
     left = None if busy or w.idle_unload_s <= 0 else round(max(0.0, w.idle_unload_s - w.idle_s), 1)
     return MachineModel(
         model=w.key.model, backend=w.key.backend, device=w.key.requested_device, running_on=w.running_on,
-        memory_mb=memory_mb, memory_kind=memory_kind(w), running=w.running, queued=w.queued, parallel=w.parallel,
+        node=w.node, memory_mb=memory_mb, memory_kind=memory_kind(w), running=w.running, queued=w.queued, parallel=w.parallel,
         idle_s=round(w.idle_s, 1), idle_unload_s=w.idle_unload_s, idle_unload_in_s=left, holders=holders,
     )
 

@@ -25,6 +25,7 @@ BackendName = Annotated[
     str, AfterValidator(backends.check), Field(json_schema_extra={"enum": list(backends.NAMES)})
 ]
 RunningOn = Literal["cpu", "cuda"]
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: 4 bytes on PostgreSQL, which refuses a larger one in a query
 MessageStatus = Literal["streaming", "complete", "stopped", "error"]
 
 
@@ -60,7 +61,7 @@ class ChatRequest(Strict):
     message: str = Field(min_length=1)
     stream: bool = Field(False, description="Answer with server-sent events instead of one JSON body.")
     edit_of: int | None = Field(
-        None, ge=1, description="Send ``message`` in place of this earlier question of yours: the chat goes on from "
+        None, ge=1, le=MAX_ID, description="Send ``message`` in place of this earlier question of yours: the chat goes on from "
         "there, and the question's old continuation stays as a branch beside it.")
 
 
@@ -83,7 +84,7 @@ class OptionalChatIdQuery(Strict):
 
 
 class StopQuery(Strict):
-    message_id: int | None = Field(None, ge=1, description="Stop only this reply (not one started since).")
+    message_id: int | None = Field(None, ge=1, le=MAX_ID, description="Stop only this reply (not one started since).")
 
 
 class ChatSettings(Strict):
@@ -103,11 +104,11 @@ class CreateChatRequest(ChatSettings):
 class RegenerateRequest(Strict):
     stream: bool = False
     message_id: int | None = Field(
-        None, ge=1, description="The reply to make again (kept as a sibling); default: the last one shown.")
+        None, ge=1, le=MAX_ID, description="The reply to make again (kept as a sibling); default: the last one shown.")
 
 
 class BranchRequest(Strict):
-    message_id: int = Field(ge=1, description="Show the branch through this message (to its newest end).")
+    message_id: int = Field(ge=1, le=MAX_ID, description="Show the branch through this message (to its newest end).")
 
 
 class TokenCountRequest(Strict):
@@ -484,7 +485,7 @@ class AuditList(BaseModel):
 
 
 class AuditQuery(Strict):
-    before_id: int | None = Field(None, ge=1, description="Entries older than this one (for paging).")
+    before_id: int | None = Field(None, ge=1, le=MAX_ID, description="Entries older than this one (for paging).")
     limit: int = Field(100, ge=1, le=1000)
 
 

@@ -50,6 +50,7 @@ class WorkerInfo:
     idle_unload_s: float = 0.0  # unloaded after this long unused (0 = never)
     cuda_visible_devices: str | None = None  # the worker's GPU pinning, if any
     node: str | None = None  # the machine it runs on (Ray runtime: the node's address); None: this one
+    memory_mb: float | None = None  # measured where it runs (Ray runtime); None: measure the pid here
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,7 +114,7 @@ class _Worker:
             queued=stats.queued if stats else 0, running=stats.running if stats else 0,
             parallel=stats.parallel if stats else self.ready.parallel, idle_s=stats.idle_s if stats else 0.0,
             idle_unload_s=self.idle_unload_s, cuda_visible_devices=self.ready.cuda_visible_devices,
-            node=self.address,
+            node=self.address, memory_mb=stats.memory_mb if stats else None,
         )
 
 

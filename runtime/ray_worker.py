@@ -84,6 +84,7 @@ class WorkerStats:
     idle_s: float
     busy: bool
     tokens_generated: int
+    memory_mb: float | None  # resident RAM, or on CUDA what NVML charges it
 
 
 class _Pipe:
@@ -134,6 +135,7 @@ class ModelWorker:
         self._owners: dict[asyncio.Task[object], str] = {}
         self._tokens = 0
         self._closing = False
+        self._device = "cpu"
         self._forever = asyncio.Event()
 
     async def start(self, spec: WorkerSpec, name: str, max_queue: int, expect: FileDigest) -> Ready | Refused:
@@ -162,6 +164,7 @@ class ModelWorker:
         channel = RequestChannel(_LoopSide(pipe), name, max_queue, loaded.parallel)
         pipe.deliver = channel.deliver
         self._channel, self._pipe = channel, pipe
+        self._device = "cuda" if loaded.device == "cuda" else "cpu"
 
         def serve() -> None:
             try:
@@ -227,10 +230,15 @@ class ModelWorker:
     def stats(self) -> WorkerStats:
         import ray
 
+        from runtime import gpu
+        from runtime.supervisor import rss_mb
+
         channel = self._serving()
+        on_gpu = self._device == "cuda"
         return WorkerStats(
             os.getpid(), ray.get_runtime_context().get_node_id(), channel.running, channel.queued, channel.parallel,
             time.monotonic() - channel.last_used if channel.idle else 0.0, channel.busy, self._tokens,
+            gpu.used_by_mb(os.getpid()) if on_gpu else rss_mb(os.getpid()),
         )
 
     async def until_dead(self) -> None:

@@ -113,7 +113,8 @@ def models_table(models: list[dict[str, Any]], holders: bool) -> str:
         cells = [
             ("Model", "model", _e(m["model"])),
             ("Backend", "", _e(m["backend"])),
-            ("Device", "num", f"{_e(m['device'])} (runs on {_e(m['running_on'])})"),
+            ("Device", "num", f"{_e(m['device'])} (runs on {_e(m['running_on'])}"
+                              f"{', node ' + _e(m['node']) if m.get('node') else ''})"),
             ("Memory", "num", _e(_memory(m))),
             ("Generating", "num", f"{int(m['running'])} of {int(m['parallel'])} at once"),
             ("Waiting", "num", str(int(m["queued"]))),

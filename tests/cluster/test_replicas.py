@@ -61,6 +61,11 @@ def _worker(http: httpx.Client, chat_id: str) -> dict[str, object]:
     return next(w for w in http.get("/status").json()["workers"] if chat_id in w["chats"])
 
 
+def _last(http: httpx.Client, chat_id: str) -> dict[str, object]:
+    messages: list[dict[str, object]] = http.get("/history", params={"chat_id": chat_id}).json()["messages"]
+    return messages[-1]
+
+
 def _ray_connected(cluster: RayCluster) -> None:
     import ray
 
@@ -76,6 +81,9 @@ def test_load_on_a_chat_on_b_stop_on_a_unload_on_b(replicas: tuple[ApiServer, Ap
     status = b.get("/status", params={"chat_id": "shared"}).json()
     assert status["loaded"] and status["node"], status  # B sees what A loaded, and where
     worker = _worker(b, "shared")
+    assert worker["node"] == status["node"]
+    shown = b.get("/machine").json()["models"][0]  # memory measured on the worker's node
+    assert shown["node"] == status["node"] and shown["memory_mb"] > 100, shown
     # B streams; a stop sent to A ends it, and B stores it as stopped.
     tokens, ended = 0, None
     stopped_at = 0.0
@@ -159,11 +167,17 @@ def test_a_killed_replica_leaves_the_other_serving_and_its_reply_is_ended(
     assert a_server.process is not None
     os.kill(a_server.process.pid, signal.SIGKILL)
     a_server.process.wait()
-    # B goes on serving the same chat, and the dead replica's reply stops taking a slot.
+    # B goes on serving the same chat, the dead replica's reply stops taking a slot, and B
+    # stores it as cut short (it was left streaming).
     deadline = time.monotonic() + 10
     while _worker(b, "orphan")["running"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _worker(b, "orphan")["running"] == 0, "the dead replica's reply kept generating"
+    deadline = time.monotonic() + 15
+    while _last(b, "orphan")["status"] == "streaming" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cut = _last(b, "orphan")
+    assert cut["status"] == "error" and cut["error"] == "the API replica streaming this reply stopped", cut
     done = b.post("/chat", json={"chat_id": "orphan", "message": "Say hi.", "stream": False})
     assert done.status_code == 200, done.text
     a_server.start(quiet=True)  # back, beside the running B: it must not cut B's replies

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from runtime.errors import InsufficientMemory, ModelFilesMismatch, ModelNotLoaded, WorkerDied
@@ -21,7 +20,8 @@ from runtime.manager import Runtime
 from runtime.protocol import ChatMessage, Finished, GenerationParams, TokenChunk
 from runtime.ray_runtime import RayRuntime
 from runtime.settings import RuntimeSettings
-from tests.conftest import TWIN
+from runtime.supervisor import pid_running
+from tests.cluster.conftest import TWIN
 from tests.ray_cluster import RayCluster
 
 GGUF = "gemma-3-270m-q4_k_m.gguf"
@@ -142,7 +142,7 @@ async def test_unload_kills_the_actor_and_proves_it(runtime: RayRuntime) -> None
     info = await runtime.load("chat-unload", GGUF, device="cpu")
     result = await runtime.unload("chat-unload")
     assert result is not None and result.stopped and result.exited and result.pid == info.pid
-    assert not psutil.pid_exists(info.pid) or psutil.Process(info.pid).status() == psutil.STATUS_ZOMBIE
+    assert not pid_running(info.pid)
     from ray.util.state import list_actors
 
     from runtime.ray_coordinator import actor_name
