@@ -31,8 +31,9 @@ LONG = GenerationParams(max_new_tokens=400, temperature=0.0)
 
 
 def settings_for(cluster: RayCluster, models: Path, **more: object) -> RuntimeSettings:
-    return RuntimeSettings(models_dir=models, n_ctx=1024, n_threads=1, parallel=2, runtime="ray",
-                           ray_address=cluster.address, ray_prefer_resource="node_b", **more)  # type: ignore[arg-type]
+    chosen: dict[str, object] = {"models_dir": models, "n_ctx": 1024, "n_threads": 1, "parallel": 2, "runtime": "ray",
+                                 "ray_address": cluster.address, "ray_prefer_resource": "node_b", **more}
+    return RuntimeSettings(**chosen)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,26 @@ async def test_a_load_that_fits_nowhere_is_refused_with_the_numbers_per_node(
         assert "10,000,000 MB is kept in reserve on each" in str(refused.value)
     finally:
         await greedy.close()
+
+
+async def test_the_least_recently_used_idle_worker_makes_room_when_every_node_is_full(
+    ray_cluster: RayCluster, ray_models: tuple[Path, Path]
+) -> None:
+    """One model per node (LLMCHAT_MAX_WORKERS=1): a third model evicts the oldest idle worker,
+    wherever it runs, and its holder learns why."""
+    capped = await RayRuntime.connect(settings_for(ray_cluster, ray_models[0], max_workers=1,
+                                                   ray_prefer_resource="node_a"))
+    try:
+        first = await capped.load("lru-1", GGUF, device="cpu")
+        await asyncio.sleep(0.5)
+        second = await capped.load("lru-2", GGUF, device="auto")  # another worker: the head is full
+        assert _node_of(first.key) == _node_with("node_a") and _node_of(second.key) == _node_with("node_b")
+        third = await capped.load("lru-3", TWIN, device="cpu")
+        assert _node_of(third.key) == _node_with("node_a")  # where the least recently used one was
+        assert await capped.holding("lru-1") is None and await capped.holding("lru-2") is not None
+        assert await capped.exit_reason("lru-1") == f"unloaded to make room for {TWIN}"
+        assert not pid_running(first.pid)
+    finally:
+        for info in await capped.workers():
+            await capped.unload_worker(info.key, "the test ended")
+        await capped.close()
