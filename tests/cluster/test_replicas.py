@@ -10,6 +10,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -211,6 +213,57 @@ def test_idle_unload_happens_once_for_the_cluster(replicas: tuple[ApiServer, Api
     assert all(actor.state == "DEAD" for actor in list_actors(filters=[("name", "=", name)], limit=100))
 
 
+def _node_of_worker() -> str:
+    from ray.util.state import list_actors
+
+    from runtime.interface import WorkerKey
+    from runtime.ray_coordinator import actor_name
+
+    name = actor_name(WorkerKey(GGUF_NAME, "cpu", "llama.cpp"))
+    alive = [x for x in list_actors(filters=[("name", "=", name)], limit=100) if x.state == "ALIVE"]
+    assert len(alive) == 1, alive
+    return str(alive[0].node_id)
+
+
+def test_hypercorn_with_several_worker_processes_serves_with_the_ray_runtime(
+    tmp_path: Path, ray_cluster: RayCluster, ray_models: tuple[Path, Path], pg_database: Callable[[], str]
+) -> None:
+    """``hypercorn --workers 2``: two replicas in one command, both serving the same chats."""
+    from tests.pg import free_port
+
+    port = free_port()
+    env = {**os.environ, "LLMCHAT_RUNTIME": "ray", "LLMCHAT_RAY_ADDRESS": ray_cluster.address,
+           "LLMCHAT_DB_URL": pg_database(), "LLMCHAT_AUTH": "off", "LLMCHAT_STATE_DIR": str(tmp_path),
+           "LLMCHAT_LOGS_DIR": str(tmp_path / "logs"), "LLMCHAT_MODELS_DIR": str(ray_models[0]),
+           "LLMCHAT_N_CTX": "1024", "LLMCHAT_N_THREADS": "1", "LLMCHAT_PARALLEL": "2"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "api.app:create_app()"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get("/openapi.json").status_code == 200:
+                    break
+            time.sleep(0.3)
+        assert http.post("/chats", json={"chat_id": "hyper", "temperature": 0, "max_new_tokens": 8}).status_code == 201
+        assert http.post("/load", json={"chat_id": "hyper", "model": GGUF_NAME, "device": "cpu"}).status_code == 200
+        for i in range(4):  # new connections: both processes take some
+            answer = httpx.post(f"http://127.0.0.1:{port}/chat", timeout=60,
+                                json={"chat_id": "hyper", "message": f"Say {i}.", "stream": False})
+            assert answer.status_code == 200, answer.text
+        assert http.post("/unload", json={"chat_id": "hyper"}).json()["process_exited"] is True
+    finally:
+        server.terminate()
+        try:
+            output = server.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output = server.communicate()[0]
+    assert output.count("serving; database postgres://") == 2, output[-3000:]
+
+
 def test_a_lost_node_is_named_and_a_reload_lands_on_the_head(
     replicas: tuple[ApiServer, ApiServer], ray_cluster: RayCluster
 ) -> None:
@@ -235,15 +288,3 @@ def test_a_lost_node_is_named_and_a_reload_lands_on_the_head(
         b.post("/unload", json={"chat_id": "node"})
     finally:
         ray_cluster.start_node_b()  # for the tests after this one
-
-
-def _node_of_worker() -> str:
-    from ray.util.state import list_actors
-
-    from runtime.interface import WorkerKey
-    from runtime.ray_coordinator import actor_name
-
-    name = actor_name(WorkerKey(GGUF_NAME, "cpu", "llama.cpp"))
-    alive = [x for x in list_actors(filters=[("name", "=", name)], limit=100) if x.state == "ALIVE"]
-    assert len(alive) == 1, alive
-    return str(alive[0].node_id)
