@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import time
@@ -56,7 +57,9 @@ HEAD_RESOURCE = "node:__internal_head__"
 
 
 def actor_name(key: WorkerKey) -> str:
-    """A worker's actor name: one per (model, requested device, backend) in the namespace."""
+    """The start of a worker's actor name: ``llmchat-worker/<model>/<device>/<backend>``; each
+    start adds ``#<n>``, so a new worker never meets the name of one on a node that is going away
+    (Ray releases a name only once it has declared the actor dead)."""
     return "llmchat-worker/" + re.sub(r"[^\w.-]+", "_", f"{key.model}/{key.requested_device}/{key.backend}")
 
 
@@ -81,6 +84,7 @@ class Route:
 @dataclass(eq=False)
 class _Worker:
     key: WorkerKey
+    name: str
     handle: Any
     node_id: str
     address: str
@@ -134,6 +138,7 @@ class Coordinator:
         self._started = False
         self._settings = RuntimeSettings()  # the last loading replica's, for idle unloads
         self._new_worker = asyncio.Event()
+        self._serial = itertools.count(1)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -222,12 +227,13 @@ class Coordinator:
             memory, on_gpu, fitting = await self._place(info, key.requested_device, n_ctx, parallel, settings)
             spec = WorkerSpec(str(info.path), key.backend, key.requested_device, n_ctx, settings.n_threads,
                               None, settings.gpu_memory_fraction, fitting)
+            name = f"{actor_name(key)}#{next(self._serial)}"
             handle: Any = ray.remote(ModelWorker).options(
-                name=actor_name(key), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+                name=name, namespace=NAMESPACE, lifetime="detached",
                 num_cpus=0, num_gpus=1 if on_gpu else 0, max_restarts=0, max_concurrency=1000,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(memory.node_id, soft=False),
             ).remote()
-            worker = _Worker(key, handle, memory.node_id, memory.address,
+            worker = _Worker(key, name, handle, memory.node_id, memory.address,
                              need_mb(info) + sequence_mb(info, n_ctx) * fitting, on_gpu, idle_unload_s)
             self._workers[key] = worker  # counted by the next admission while it loads
             try:
@@ -491,7 +497,7 @@ class Coordinator:
             return Refused.of(ModelNotLoaded(self._exit_reasons.get(holder) or "no model is loaded for this chat"))
         if worker.closing:
             return Refused.of(ModelNotLoaded(f"{worker.key.model} is being unloaded"))
-        return Route(actor_name(worker.key), worker.actor_id, worker.ready.context_length)
+        return Route(worker.name, worker.actor_id, worker.ready.context_length)
 
     async def holding(self, holder: str) -> WorkerInfo | None:
         key = self._held.get(holder)

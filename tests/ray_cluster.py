@@ -142,3 +142,14 @@ def _running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def worker_actors(model: str, device: str = "cpu", backend: str = "llama.cpp") -> list[object]:
+    """Every actor (alive or dead) started for this worker key, from Ray's state API."""
+    from ray.util.state import list_actors
+
+    from runtime.interface import WorkerKey
+    from runtime.ray_coordinator import actor_name
+
+    start = actor_name(WorkerKey(model, device, backend)) + "#"  # type: ignore[arg-type]
+    return [a for a in list_actors(limit=10_000) if (a.name or "").startswith(start)]

@@ -22,7 +22,7 @@ from runtime.ray_runtime import RayRuntime
 from runtime.settings import RuntimeSettings
 from runtime.supervisor import pid_running
 from tests.cluster.conftest import TWIN
-from tests.ray_cluster import RayCluster
+from tests.ray_cluster import RayCluster, worker_actors
 
 GGUF = "gemma-3-270m-q4_k_m.gguf"
 QUESTION = (ChatMessage("user", "Count from one to twenty in words: one, two,"),)
@@ -90,11 +90,7 @@ def _node_with(resource: str) -> str:
 
 
 def _node_of(key: WorkerKey) -> str:
-    from ray.util.state import list_actors
-
-    from runtime.ray_coordinator import actor_name
-
-    alive = [a for a in list_actors(filters=[("name", "=", actor_name(key))], limit=100) if a.state == "ALIVE"]
+    alive = [a for a in worker_actors(key.model, key.requested_device, key.backend) if a.state == "ALIVE"]
     assert len(alive) == 1, alive
     return str(alive[0].node_id)
 
@@ -144,11 +140,7 @@ async def test_unload_kills_the_actor_and_proves_it(runtime: RayRuntime) -> None
     result = await runtime.unload("chat-unload")
     assert result is not None and result.stopped and result.exited and result.pid == info.pid
     assert not pid_running(info.pid)
-    from ray.util.state import list_actors
-
-    from runtime.ray_coordinator import actor_name
-
-    states = {a.state for a in list_actors(filters=[("name", "=", actor_name(info.key))], limit=100)}
+    states = {a.state for a in worker_actors(info.key.model, info.key.requested_device, info.key.backend)}
     assert states == {"DEAD"}, states
     assert await runtime.holding("chat-unload") is None
 

@@ -22,7 +22,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from runtime.default_model import GGUF_NAME
-from tests.ray_cluster import RayCluster
+from tests.ray_cluster import RayCluster, worker_actors
 from tests.servers import ApiServer, survivors
 
 ENDLESS = "Continue: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
@@ -53,12 +53,6 @@ def _http(server: ApiServer) -> httpx.Client:
     return httpx.Client(base_url=server.url, timeout=60, headers=server.headers)
 
 
-def _actor_states(model_key_name: str) -> set[str]:
-    from ray.util.state import list_actors
-
-    return {a.state for a in list_actors(filters=[("name", "=", model_key_name)], limit=100)}
-
-
 def _worker(http: httpx.Client, chat_id: str) -> dict[str, object]:
     return next(w for w in http.get("/status").json()["workers"] if chat_id in w["chats"])
 
@@ -66,6 +60,14 @@ def _worker(http: httpx.Client, chat_id: str) -> dict[str, object]:
 def _last(http: httpx.Client, chat_id: str) -> dict[str, object]:
     messages: list[dict[str, object]] = http.get("/history", params={"chat_id": chat_id}).json()["messages"]
     return messages[-1]
+
+
+def _stream_tokens(http: httpx.Client, chat_id: str) -> None:
+    with contextlib.suppress(httpx.HTTPError), connect_sse(
+        http, "POST", "/chat", json={"chat_id": chat_id, "message": ENDLESS, "stream": True}
+    ) as source:
+        for _ in source.iter_sse():
+            pass
 
 
 def _ray_connected(cluster: RayCluster) -> None:
@@ -111,10 +113,7 @@ def test_load_on_a_chat_on_b_stop_on_a_unload_on_b(replicas: tuple[ApiServer, Ap
         os.kill(pid, 0)
         pytest.fail(f"the worker's process {pid} is still running")
     _ray_connected(ray_cluster)
-    from runtime.interface import WorkerKey
-    from runtime.ray_coordinator import actor_name
-
-    assert _actor_states(actor_name(WorkerKey(GGUF_NAME, "cpu", "llama.cpp"))) == {"DEAD"}
+    assert {actor.state for actor in worker_actors(GGUF_NAME)} == {"DEAD"}
 
 
 def test_a_killed_worker_ends_the_stream_with_an_error_within_a_second(replicas: tuple[ApiServer, ApiServer]) -> None:
@@ -182,14 +181,29 @@ def test_a_killed_replica_leaves_the_other_serving_and_its_reply_is_ended(
     assert cut["status"] == "error" and cut["error"] == "the API replica streaming this reply stopped", cut
     done = b.post("/chat", json={"chat_id": "orphan", "message": "Say hi.", "stream": False})
     assert done.status_code == 200, done.text
-    a_server.start(quiet=True)  # back, beside the running B: it must not cut B's replies
+    # A comes back while B streams a reply: A must not cut it; a stop through A ends it as stopped.
+    b.post("/chats", json={"chat_id": "long", "max_new_tokens": 600, "temperature": 0})
+    assert b.post("/load", json={"chat_id": "long", "model": GGUF_NAME, "device": "cpu"}).status_code == 200
+    reader = threading.Thread(target=lambda: _stream_tokens(b, "long"), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while not b.get("/history", params={"chat_id": "long"}).json()["messages"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    a_server.start(quiet=True)
     assert a.get("/status", params={"chat_id": "orphan"}).json()["loaded"]
+    assert _last(a, "long")["status"] == "streaming"
+    assert a.post("/chats/long/stop").json()["stopped"]
+    reader.join(timeout=30)
+    assert _last(a, "long")["status"] == "stopped"
+    b.post("/unload", json={"chat_id": "long"})
     unloaded = b.post("/unload", json={"chat_id": "orphan"})
     assert unloaded.status_code == 200 and unloaded.json()["process_exited"], unloaded.text
 
 
 def test_idle_unload_happens_once_for_the_cluster(replicas: tuple[ApiServer, ApiServer], ray_cluster: RayCluster) -> None:
     a, b = (_http(r) for r in replicas)
+    _ray_connected(ray_cluster)
+    before = len(worker_actors(GGUF_NAME))
     for chat in ("idle-1", "idle-2"):
         a.post("/chats", json={"chat_id": chat})
     assert a.post("/load", json={"chat_id": "idle-1", "model": GGUF_NAME, "device": "cpu",
@@ -202,27 +216,37 @@ def test_idle_unload_happens_once_for_the_cluster(replicas: tuple[ApiServer, Api
         for chat in ("idle-1", "idle-2"):
             status = http.get("/status", params={"chat_id": chat}).json()
             assert not status["loaded"] and status["reason"] == "unloaded after 2 s without use", status
-    _ray_connected(ray_cluster)
-    from ray.util.state import list_actors
-
-    from runtime.interface import WorkerKey
-    from runtime.ray_coordinator import actor_name
-
-    name = actor_name(WorkerKey(GGUF_NAME, "cpu", "llama.cpp"))
-    # One worker was started for both chats and ended once (each earlier test's worker is dead too).
-    assert all(actor.state == "DEAD" for actor in list_actors(filters=[("name", "=", name)], limit=100))
+    # One worker was started for both chats, through both replicas, and ended once.
+    actors = worker_actors(GGUF_NAME)
+    assert len(actors) == before + 1 and {actor.state for actor in actors} == {"DEAD"}, actors
 
 
 def _node_of_worker() -> str:
-    from ray.util.state import list_actors
-
-    from runtime.interface import WorkerKey
-    from runtime.ray_coordinator import actor_name
-
-    name = actor_name(WorkerKey(GGUF_NAME, "cpu", "llama.cpp"))
-    alive = [x for x in list_actors(filters=[("name", "=", name)], limit=100) if x.state == "ALIVE"]
+    alive = [x for x in worker_actors(GGUF_NAME) if x.state == "ALIVE"]
     assert len(alive) == 1, alive
     return str(alive[0].node_id)
+
+
+def test_disabling_a_user_on_one_replica_stops_their_reply_on_another(replicas: tuple[ApiServer, ApiServer]) -> None:
+    a_server, b_server = replicas
+    _, key = a_server.add_user("dora")
+    dora = httpx.Client(base_url=b_server.url, timeout=60, headers={"Authorization": f"Bearer {key}"})
+    dora.post("/chats", json={"chat_id": "dora", "max_new_tokens": 600, "temperature": 0})
+    assert dora.post("/load", json={"chat_id": "dora", "model": GGUF_NAME, "device": "cpu"}).status_code == 200
+    reader = threading.Thread(target=lambda: _stream_tokens(dora, "dora"), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while not dora.get("/history", params={"chat_id": "dora"}).json()["messages"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert _last(dora, "dora")["status"] == "streaming"
+    admin = _http(a_server)
+    assert admin.patch("/admin/users/dora", json={"disabled": True}).status_code == 200
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    admin.patch("/admin/users/dora", json={"disabled": False})
+    assert _last(dora, "dora")["status"] == "stopped"
+    dora.post("/unload", json={"chat_id": "dora"})
 
 
 def test_hypercorn_with_several_worker_processes_serves_with_the_ray_runtime(
