@@ -273,6 +273,7 @@ export function render({ model, el }) {
     window.removeEventListener("keydown", onKey, true)
   })
   draw()
+  model.send_msg({action: "ready"})  // the server sends the rows again: one set before this view existed may be lost
 }
 """
 
@@ -304,7 +305,8 @@ def _updated(chat: dict[str, Any]) -> datetime:
 class ChatRows(JSComponent):  # type: ignore[misc]
     """The chat list or the search results, drawn in the browser. Clicks and the wish for
     another page come back as messages: ``{"action": "open", "chat_id", "message_id"}``
-    and ``{"action": "more"}``."""
+    and ``{"action": "more"}``; ``{"action": "ready"}`` once a view is drawn (after a reload,
+    rows set while the page was being built did not always reach it)."""
 
     chats = param.List(default=[], doc="Rows newest first: {id, title, loaded, tip, updated_at}.")
     results = param.List(default=[], doc="Search results: {chat_id, message_id, title, who, snippet}.")
@@ -456,6 +458,9 @@ class ChatSidebar:
             await self.open_chat(str(message["chat_id"]), message_id if isinstance(message_id, int) else None)
         elif message.get("action") == "more":
             await self.load_more()
+        elif message.get("action") == "ready" and self._listed:
+            self.rows.chats = []  # so that the same rows are a change, and reach this new view
+            self._draw()
 
     async def _on_show_more(self, _: Any) -> None:
         await self.load_more()
