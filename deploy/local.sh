@@ -184,6 +184,18 @@ ensure_browser() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 }
 
+# The PostgreSQL server the tests start a throwaway cluster of (tests/pg.py); nothing runs it as a service.
+ensure_postgres() {
+    if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${LLMCHAT_TEST_PGBIN:-}" ]; then
+        return
+    fi
+    say "installing Debian's postgresql for the database tests"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+}
+
 command="${1:-run}"
 shift || true
 case "$command" in
@@ -223,6 +235,7 @@ test)
     ensure_dependencies "[test,cluster]"
     ensure_models
     ensure_browser
+    ensure_postgres
     say "running the test suite"
     exec "$PY" -m pytest "$@"
     ;;

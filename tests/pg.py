@@ -17,7 +17,15 @@ import tempfile
 from pathlib import Path
 from typing import Self
 
-PGBIN = Path(os.environ.get("LLMCHAT_TEST_PGBIN", "/usr/lib/postgresql/15/bin"))
+def _server_binaries() -> Path:
+    """LLMCHAT_TEST_PGBIN, else the newest Debian PostgreSQL installed."""
+    if named := os.environ.get("LLMCHAT_TEST_PGBIN"):
+        return Path(named)
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PGBIN = _server_binaries()
 ROLE, PASSWORD = "llmchat", "test-secret"
 
 
