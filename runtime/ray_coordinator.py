@@ -7,7 +7,7 @@ Being one actor it is the single writer of the books, and what only one replica 
 unload, LRU eviction, ending a dead replica's requests) it does exactly once.
 
 - **Admission and placement** per node: each node's :class:`runtime.ray_probe.NodeProbe` says
-  what is free; the worker goes to a node where it fits (GPU nodes first for ``auto``/``gpu``;
+  what is free, and whether the model's files there are the API's (else a refusal); the worker goes to a node where it fits (GPU nodes first for ``auto``/``gpu``;
   then nodes with the custom resource ``LLMCHAT_RAY_PREFER_RESOURCE``; then the most room), pinned there with node affinity, after evicting least recently used
   idle workers if none has room. A load that fits nowhere is refused with the numbers per node.
 - **Death**: each worker's ``until_dead`` call fails when its actor dies (crash, ``kill -9``, its
@@ -225,6 +225,10 @@ class Coordinator:
         n_ctx = min(settings.n_ctx, info.context_length) if info.context_length else settings.n_ctx
         async with self._admitting:
             memory, on_gpu, fitting = await self._place(info, key.requested_device, n_ctx, parallel, settings)
+            mismatch = await self._probe(memory.node_id, memory.address).check_files.remote(
+                info.name, str(info.path), expect)
+            if mismatch is not None:
+                raise mismatch
             spec = WorkerSpec(str(info.path), key.backend, key.requested_device, n_ctx, settings.n_threads,
                               None, settings.gpu_memory_fraction, fitting)
             name = f"{actor_name(key)}#{next(self._serial)}"
@@ -238,7 +242,7 @@ class Coordinator:
             self._workers[key] = worker  # counted by the next admission while it loads
             try:
                 ready = await asyncio.wait_for(
-                    handle.start.remote(spec, info.name, settings.max_queue, expect), settings.load_timeout_s)
+                    handle.start.remote(spec, info.name, settings.max_queue), settings.load_timeout_s)
             except BaseException as exc:
                 del self._workers[key]
                 worker.gone.set()
@@ -517,14 +521,6 @@ class Coordinator:
 
     def worker_deaths(self) -> int:
         return self._deaths
-
-    def tokens_generated(self) -> dict[str, int]:
-        """Tokens each worker generated (as last sampled), by model name."""
-        totals: dict[str, int] = {}
-        for worker in self._workers.values():
-            if worker.stats is not None:
-                totals[worker.key.model] = totals.get(worker.key.model, 0) + worker.stats.tokens_generated
-        return totals
 
 
 def _dead_in_state_api(actor_id: str) -> bool:

@@ -1,8 +1,8 @@
 """A model worker as a Ray actor: the same backend, batching and request line as a local worker.
 
 :class:`ModelWorker` is created (detached, named) by the cluster's coordinator on the node
-chosen for it. It loads the model from that node's models folder after checking the files are
-the bytes the API expects, then runs :class:`runtime.serving.StepLoop` in a thread over an
+chosen for it, once that node's probe has found the model's files to be the bytes the API
+expects. It loads the model from that node's models folder, then runs :class:`runtime.serving.StepLoop` in a thread over an
 in-process queue, and :class:`runtime.channel.RequestChannel` (slots, line, per-chat
 exclusivity) on the actor's event loop, so every API replica sees one line per worker.
 
@@ -25,12 +25,10 @@ from pathlib import Path
 
 from runtime import backends, fitting
 from runtime.channel import RequestChannel
-from runtime.digest import FileDigest, digest
 from runtime.errors import Busy, ModelLoadFailed, ModelRuntimeError, to_wire, without_paths
 from runtime.interface import Event, FittedPrompt
 from runtime.protocol import (
     ChatMessage,
-    Finished,
     FromWorker,
     GenerationParams,
     Ready,
@@ -83,7 +81,6 @@ class WorkerStats:
     parallel: int
     idle_s: float
     busy: bool
-    tokens_generated: int
     memory_mb: float | None  # resident RAM, or on CUDA what NVML charges it
 
 
@@ -104,9 +101,6 @@ class _Pipe:
 
     def send(self, message: FromWorker) -> None:
         self._loop.call_soon_threadsafe(self.deliver, message)
-
-    async def send_async(self, message: ToWorker) -> None:
-        self._inbox.put(message)
 
     def send_soon(self, message: ToWorker) -> None:
         self._inbox.put(message)
@@ -133,30 +127,27 @@ class ModelWorker:
         self._channel: RequestChannel | None = None
         self._pipe: _Pipe | None = None
         self._owners: dict[asyncio.Task[object], str] = {}
-        self._tokens = 0
         self._closing = False
         self._device = "cpu"
         self._forever = asyncio.Event()
 
-    async def start(self, spec: WorkerSpec, name: str, max_queue: int, expect: FileDigest) -> Ready | Refused:
-        """Check the files, load the model, start serving. A second call waits for the first's outcome.
+    async def start(self, spec: WorkerSpec, name: str, max_queue: int) -> Ready | Refused:
+        """Load the model, start serving. A second call waits for the first's outcome.
 
         ``spec.model_path`` is relative to this node's models folder (``LLMCHAT_MODELS_DIR``)."""
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
             try:
-                self._ready.set_result(await self._start(spec, name, max_queue, expect))
+                self._ready.set_result(await self._start(spec, name, max_queue))
             except ModelRuntimeError as exc:
                 self._ready.set_result(Refused.of(exc))
             except Exception as exc:  # noqa: BLE001 - a load that fails is reported, as a worker process does
                 self._ready.set_result(Refused(*to_wire(ModelLoadFailed(f"loading {name} failed: {exc}"))))
         return await asyncio.shield(self._ready)
 
-    async def _start(self, spec: WorkerSpec, name: str, max_queue: int, expect: FileDigest) -> Ready:
+    async def _start(self, spec: WorkerSpec, name: str, max_queue: int) -> Ready:
         started = time.perf_counter()
-        models_dir = RuntimeSettings().models_dir
-        path = models_dir / spec.model_path
-        await asyncio.to_thread(_check_files, path, expect, name, models_dir)
+        path = RuntimeSettings().models_dir / spec.model_path
         backend = backends.create(spec.backend)
         loaded = await asyncio.to_thread(backend.load, _with_path(spec, path))  # the loop keeps answering
         loop = asyncio.get_running_loop()
@@ -199,8 +190,6 @@ class ModelWorker:
         try:
             async with contextlib.aclosing(self._serving().generate(messages, params, session)) as events:
                 async for event in events:
-                    if isinstance(event, Finished):
-                        self._tokens += event.metrics.completion_tokens
                     yield event
         except ModelRuntimeError as exc:
             yield Refused.of(exc)
@@ -237,7 +226,7 @@ class ModelWorker:
         on_gpu = self._device == "cuda"
         return WorkerStats(
             os.getpid(), ray.get_runtime_context().get_node_id(), channel.running, channel.queued, channel.parallel,
-            time.monotonic() - channel.last_used if channel.idle else 0.0, channel.busy, self._tokens,
+            time.monotonic() - channel.last_used if channel.idle else 0.0, channel.busy,
             gpu.used_by_mb(os.getpid()) if on_gpu else rss_mb(os.getpid()),
         )
 
@@ -256,20 +245,3 @@ def _with_path(spec: WorkerSpec, path: Path) -> WorkerSpec:
     from dataclasses import replace
 
     return replace(spec, model_path=str(path))
-
-
-def _check_files(path: Path, expect: FileDigest, name: str, models_dir: Path) -> None:
-    """The model here must be the bytes the API saw: a clear refusal otherwise."""
-    from runtime.errors import ModelFilesMismatch
-
-    try:
-        found = digest(path)
-    except FileNotFoundError:
-        raise ModelFilesMismatch(
-            f"{name} is not in this node's models folder ({models_dir}): copy the models folder to every node"
-        ) from None
-    if found != expect:
-        raise ModelFilesMismatch(
-            f"{name} differs on this node: {found.describe()} here, {expect.describe()} where the API reads "
-            "the models folder; copy the same files to every node"
-        )

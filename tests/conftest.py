@@ -7,11 +7,11 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from runtime.default_model import GGUF_NAME, TRANSFORMERS_NAME
 from runtime.settings import PROJECT_ROOT, RuntimeSettings
+from runtime.supervisor import pid_running
 from tests.pg import PgCluster
 
 MODELS_DIR = PROJECT_ROOT / "models"
@@ -37,7 +37,7 @@ def pg_cluster() -> Iterator[PgCluster]:
     with PgCluster() as cluster:
         yield cluster
         pids = cluster.server_pids()
-    left = [pid for pid in pids if _alive(pid)]
+    left = [pid for pid in pids if pid_running(pid)]
     assert not left, f"PostgreSQL processes outlived the cluster: {left}"
 
 
@@ -46,12 +46,4 @@ def pg_database(pg_cluster: PgCluster) -> Callable[[], str]:
     """Makes a new empty database on the session's server and gives its URL."""
     names = itertools.count(1)
     return lambda: pg_cluster.create_database(f"test_{os.getpid()}_{next(names)}")
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting for init to reap it."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 

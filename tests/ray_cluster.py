@@ -21,6 +21,7 @@ from typing import Self
 import psutil
 
 from runtime.settings import PROJECT_ROOT
+from runtime.supervisor import pid_running
 from tests.pg import free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -112,10 +113,10 @@ class RayCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        alive = {pid for pid in ours if _running(pid)}
+        alive = {pid for pid in ours if pid_running(pid)}
         while alive and time.monotonic() < deadline:
             time.sleep(0.1)
-            alive = {pid for pid in alive if _running(pid)}
+            alive = {pid for pid in alive if pid_running(pid)}
         for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -124,7 +125,7 @@ class RayCluster:
 
         if not os.environ.get("LLMCHAT_TEST_KEEP_RAY_LOGS"):  # set it to read the actors' logs after a run
             shutil.rmtree(self.temp, ignore_errors=True)
-        return {pid for pid in alive if _running(pid)}
+        return {pid for pid in alive if pid_running(pid)}
 
     def __enter__(self) -> Self:
         try:
@@ -135,13 +136,6 @@ class RayCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def worker_actors(model: str, device: str = "cpu", backend: str = "llama.cpp") -> list[object]:

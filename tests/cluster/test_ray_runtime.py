@@ -146,7 +146,7 @@ async def test_unload_kills_the_actor_and_proves_it(runtime: RayRuntime) -> None
 
 
 async def test_a_model_whose_files_differ_on_the_chosen_node_is_refused(runtime: RayRuntime) -> None:
-    with pytest.raises(ModelFilesMismatch, match="differs on this node.*copy the same files to every node"):
+    with pytest.raises(ModelFilesMismatch, match="differs on node .*copy the same files to every node"):
         await runtime.load("chat-twin", TWIN, device="cpu")
     assert await runtime.holding("chat-twin") is None
 
